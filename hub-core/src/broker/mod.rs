@@ -1,0 +1,101 @@
+//! Brokers: publish/subscribe between nodes plus channel history.
+//!
+//! A broker must append to history and publish **atomically per channel** (or serialise
+//! publishes per channel), so that offsets are gap-free and recovery is sound.
+
+mod memory;
+
+pub use memory::MemoryBroker;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::error::EngineError;
+use crate::protocol::{ClientInfo, Publication, StreamPosition};
+
+/// How long and how much history a channel keeps. History is on only when both `size` and
+/// `ttl` are non-zero.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HistoryOptions {
+    /// Maximum publications kept.
+    pub size: usize,
+    /// Publications are kept this long after the last publish.
+    pub ttl: Duration,
+    /// The stream's epoch and top offset are kept this long after the last publish, so
+    /// offsets stay monotonic across idle periods.
+    pub meta_ttl: Duration,
+}
+
+impl HistoryOptions {
+    /// Centrifugo's default meta TTL: 30 days.
+    pub const DEFAULT_META_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
+
+    /// Whether history is on.
+    pub fn enabled(&self) -> bool {
+        self.size > 0 && !self.ttl.is_zero()
+    }
+}
+
+/// Options of one publish.
+#[derive(Debug, Clone, Default)]
+pub struct PublishOptions {
+    /// Keep the publication in history, if the channel has history.
+    pub history: Option<HistoryOptions>,
+}
+
+/// Which part of a stream to read.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HistoryFilter {
+    /// Publications after (reversed: before) this offset; `None` = from the start (reversed:
+    /// from the end).
+    pub since: Option<u64>,
+    /// 0 = none (only the stream top), negative = all, N = at most N.
+    pub limit: i32,
+    /// Newest first.
+    pub reverse: bool,
+}
+
+/// Receives what a broker delivers to this node. The [`Node`](crate::Node) implements it;
+/// brokers never see node internals.
+pub trait BrokerEventHandler: Send + Sync + 'static {
+    /// A publication arrived for `channel`.
+    fn handle_publication(&self, channel: &str, publication: Publication, position: StreamPosition);
+    /// Someone joined `channel`.
+    fn handle_join(&self, channel: &str, info: ClientInfo);
+    /// Someone left `channel`.
+    fn handle_leave(&self, channel: &str, info: ClientInfo);
+}
+
+/// Publish/subscribe plus history with offsets and epochs.
+#[async_trait]
+pub trait Broker: Send + Sync + 'static {
+    /// Starts delivering events to `handler`. Called once by the node.
+    async fn run(&self, handler: Arc<dyn BrokerEventHandler>) -> Result<(), EngineError>;
+    /// This node has its first subscriber in `channel`.
+    async fn subscribe(&self, channel: &str) -> Result<(), EngineError>;
+    /// This node's last subscriber left `channel`.
+    async fn unsubscribe(&self, channel: &str) -> Result<(), EngineError>;
+    /// Publishes, appending to history when `options.history` is on. Returns the position of
+    /// the publication (empty when the channel keeps no history).
+    async fn publish(
+        &self,
+        channel: &str,
+        publication: Publication,
+        options: &PublishOptions,
+    ) -> Result<StreamPosition, EngineError>;
+    /// Announces a join.
+    async fn publish_join(&self, channel: &str, info: ClientInfo) -> Result<(), EngineError>;
+    /// Announces a leave.
+    async fn publish_leave(&self, channel: &str, info: ClientInfo) -> Result<(), EngineError>;
+    /// Reads history. Returns the publications and the current stream top (creating an epoch
+    /// when the channel has no stream yet).
+    async fn history(
+        &self,
+        channel: &str,
+        filter: &HistoryFilter,
+    ) -> Result<(Vec<Publication>, StreamPosition), EngineError>;
+    /// Drops the channel's history; the next publish starts a new epoch.
+    async fn remove_history(&self, channel: &str) -> Result<(), EngineError>;
+}

@@ -1,0 +1,239 @@
+//! The embedder's callbacks. Every decision is **closed by default**: a callback the embedder
+//! does not implement refuses.
+
+use std::net::SocketAddr;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use http::HeaderMap;
+
+use crate::broker::PublishOptions;
+use crate::error::{Disconnect, Error, Reject};
+
+/// What the transport knew when the connection was upgraded.
+#[derive(Debug, Clone, Default)]
+pub struct TransportInfo {
+    /// Request path.
+    pub path: String,
+    /// Raw query string.
+    pub query: Option<String>,
+    /// Request headers (cookies included).
+    pub headers: HeaderMap,
+    /// Peer address, when the server knows it.
+    pub remote_addr: Option<SocketAddr>,
+}
+
+/// An authenticated connection, as callbacks see it.
+#[derive(Debug, Clone)]
+pub struct ClientContext {
+    /// Connection id.
+    pub client_id: String,
+    /// User id ("" = anonymous).
+    pub user: String,
+    /// Connection info (raw JSON), from the credentials.
+    pub info: Bytes,
+}
+
+/// A client asks to connect.
+#[derive(Debug, Clone)]
+pub struct ConnectingEvent {
+    /// The connection id the client will get.
+    pub client_id: String,
+    /// Transport details (path, query, headers, peer address).
+    pub transport: TransportInfo,
+    /// The connection token, if the client sent one.
+    pub token: String,
+    /// Custom connect data (raw JSON).
+    pub data: Bytes,
+    /// Client name.
+    pub name: String,
+    /// Client version.
+    pub version: String,
+}
+
+/// Who the connection is, as decided by [`Handler::on_connecting`].
+#[derive(Debug, Clone, Default)]
+pub struct Credentials {
+    /// User id ("" = anonymous).
+    pub user: String,
+    /// Connection info shown to peers (raw JSON).
+    pub info: Bytes,
+    /// Unix time (seconds) when the connection expires unless refreshed; `None` = never.
+    pub expire_at: Option<u64>,
+    /// Data sent to the client in the connect result (raw JSON).
+    pub data: Bytes,
+    /// Server-side subscriptions made at connect.
+    pub subscriptions: Vec<ServerSubscription>,
+}
+
+/// A channel the server subscribes a connection to.
+#[derive(Debug, Clone)]
+pub struct ServerSubscription {
+    /// Channel name.
+    pub channel: String,
+    /// Its options.
+    pub options: SubscribeOptions,
+}
+
+/// Per-subscription options, decided by [`Handler::on_subscribe`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SubscribeOptions {
+    /// Add the connection to the channel's presence.
+    pub presence: bool,
+    /// Announce this connection's join and leave to the channel.
+    pub emit_join_leave: bool,
+    /// Deliver join and leave pushes of others to this connection.
+    pub push_join_leave: bool,
+    /// Recovery of missed publications on resubscribe (needs history).
+    pub recover: bool,
+    /// Positioning: publications carry offsets and the client tracks the stream position.
+    pub position: bool,
+    /// Channel info attached to this connection in the channel (raw JSON).
+    pub chan_info: Bytes,
+    /// Data sent in the subscribe result (raw JSON).
+    pub data: Bytes,
+    /// Unix time (seconds) when the subscription expires unless refreshed.
+    pub expire_at: Option<u64>,
+}
+
+/// A client asks to subscribe.
+#[derive(Debug, Clone)]
+pub struct SubscribeEvent {
+    /// Channel.
+    pub channel: String,
+    /// Subscription token, if sent.
+    pub token: String,
+    /// Custom data (raw JSON).
+    pub data: Bytes,
+    /// The client asks for recovery.
+    pub recoverable: bool,
+    /// The client asks for positioning.
+    pub positioned: bool,
+    /// The client asks for join/leave pushes.
+    pub join_leave: bool,
+}
+
+/// A client publishes.
+#[derive(Debug, Clone)]
+pub struct PublishEvent {
+    /// Channel.
+    pub channel: String,
+    /// Payload (raw JSON).
+    pub data: Bytes,
+    /// Whether the client is subscribed to the channel.
+    pub subscribed: bool,
+}
+
+/// How a client publication goes out.
+#[derive(Debug, Clone, Default)]
+pub struct PublishDecision {
+    /// History options for the channel.
+    pub options: PublishOptions,
+    /// Attach the publisher's info to the publication.
+    pub attach_info: bool,
+    /// Replace the data (`None` keeps the client's).
+    pub data: Option<Bytes>,
+}
+
+/// The result of a token refresh.
+#[derive(Debug, Clone, Default)]
+pub struct RefreshDecision {
+    /// New expiry (unix seconds); `None` = never expires.
+    pub expire_at: Option<u64>,
+    /// New connection info, if it changes.
+    pub info: Option<Bytes>,
+}
+
+/// A channel request (presence, presence stats, history) that needs permission.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChannelAction {
+    /// `presence`
+    Presence,
+    /// `presence_stats`
+    PresenceStats,
+    /// `history`
+    History,
+}
+
+/// The embedder's callbacks. Unimplemented ones refuse.
+#[async_trait]
+pub trait Handler: Send + Sync + 'static {
+    /// Authenticates a connection. Default: refuse (close 3501, as centrifuge does when no
+    /// credentials are found).
+    async fn on_connecting(&self, event: ConnectingEvent) -> Result<Credentials, Reject> {
+        let _ = event;
+        Err(Disconnect::BAD_REQUEST.into())
+    }
+
+    /// Decides a subscription. Default: error 103.
+    async fn on_subscribe(
+        &self,
+        client: &ClientContext,
+        event: SubscribeEvent,
+    ) -> Result<SubscribeOptions, Reject> {
+        let _ = (client, event);
+        Err(Error::PERMISSION_DENIED.into())
+    }
+
+    /// Decides a client publication. Default: error 103.
+    async fn on_publish(
+        &self,
+        client: &ClientContext,
+        event: PublishEvent,
+    ) -> Result<PublishDecision, Reject> {
+        let _ = (client, event);
+        Err(Error::PERMISSION_DENIED.into())
+    }
+
+    /// Allows presence, presence stats or history for a channel. Default: error 103.
+    async fn on_channel_request(
+        &self,
+        client: &ClientContext,
+        channel: &str,
+        action: ChannelAction,
+        subscribed: bool,
+    ) -> Result<(), Reject> {
+        let _ = (client, channel, action, subscribed);
+        Err(Error::PERMISSION_DENIED.into())
+    }
+
+    /// Answers a client RPC. Default: error 104.
+    async fn on_rpc(&self, client: &ClientContext, method: &str, data: Bytes) -> Result<Bytes, Reject> {
+        let _ = (client, method, data);
+        Err(Error::METHOD_NOT_FOUND.into())
+    }
+
+    /// Receives a client `send`. Default: close 3508.
+    async fn on_message(&self, client: &ClientContext, data: Bytes) -> Result<(), Reject> {
+        let _ = (client, data);
+        Err(Disconnect::NOT_AVAILABLE.into())
+    }
+
+    /// Renews a connection with a new token. Default: error 108.
+    async fn on_refresh(&self, client: &ClientContext, token: &str) -> Result<RefreshDecision, Reject> {
+        let _ = (client, token);
+        Err(Error::NOT_AVAILABLE.into())
+    }
+
+    /// Renews a subscription with a new token; returns the new expiry. Default: error 108.
+    async fn on_sub_refresh(
+        &self,
+        client: &ClientContext,
+        channel: &str,
+        token: &str,
+    ) -> Result<Option<u64>, Reject> {
+        let _ = (client, channel, token);
+        Err(Error::NOT_AVAILABLE.into())
+    }
+
+    /// A connection closed. A notification only (at-most-once: a crashed node sends none).
+    async fn on_disconnect(&self, client: &ClientContext, disconnect: &Disconnect) {
+        let _ = (client, disconnect);
+    }
+}
+
+/// A handler that refuses everything: the closed default.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct RefuseAll;
+
+impl Handler for RefuseAll {}

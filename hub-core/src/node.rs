@@ -1,0 +1,387 @@
+//! The [`Node`]: the root handle an embedder holds.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use crate::broker::{Broker, BrokerEventHandler, HistoryFilter, MemoryBroker, PublishOptions};
+use crate::error::{Disconnect, EngineError, Error};
+use crate::handler::{Handler, RefuseAll, SubscribeOptions};
+use crate::hub::Hub;
+use crate::outbox::Control;
+use crate::presence::{MemoryPresence, PresenceStore};
+use crate::protocol::{ClientInfo, HistoryResult, PresenceStatsResult, Publication, StreamPosition};
+
+/// Node settings. Every default is Centrifugo's unless said otherwise.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct NodeConfig {
+    /// Node name shown in `info` (default: "hub").
+    pub name: String,
+    /// Version sent in connect results (default: this crate's version).
+    pub version: String,
+    /// Server ping interval (default 25 s). Must be greater than `pong_timeout`.
+    pub ping_interval: Duration,
+    /// Time a client has to answer a ping (default 8 s); then close 3012.
+    pub pong_timeout: Duration,
+    /// Time a client has to send `connect` after the socket opens (default 10 s); then 3502.
+    pub stale_close_delay: Duration,
+    /// Grace period after a connection expires before it is closed with 3005 (default 25 s).
+    pub expired_close_delay: Duration,
+    /// How often each connection refreshes its presence entries (default 25 s).
+    pub presence_update_interval: Duration,
+    /// Bytes a connection may have queued before it is closed as slow, 3008 (default 1 MiB).
+    pub max_queue_bytes: usize,
+    /// Largest incoming message (default 65536 bytes); larger closes with 1009.
+    pub max_message_size: usize,
+    /// Most publications a recovery returns (default 300).
+    pub recovery_max_publication_limit: usize,
+    /// Most publications a client history call returns (default 300).
+    pub history_max_publication_limit: usize,
+    /// Time allowed for one socket write (default 5 s); then close 3009.
+    pub write_timeout: Duration,
+    /// Longest channel name (default 255).
+    pub channel_max_length: usize,
+    /// Origins allowed to open a WebSocket (`*` = any, `https://*.example.com` patterns).
+    /// Empty: only requests without `Origin` or with an origin whose host is the request's.
+    pub allowed_origins: Vec<String>,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        NodeConfig {
+            name: "hub".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            ping_interval: Duration::from_secs(25),
+            pong_timeout: Duration::from_secs(8),
+            stale_close_delay: Duration::from_secs(10),
+            expired_close_delay: Duration::from_secs(25),
+            presence_update_interval: Duration::from_secs(25),
+            max_queue_bytes: 1 << 20,
+            max_message_size: 65536,
+            recovery_max_publication_limit: 300,
+            history_max_publication_limit: 300,
+            write_timeout: Duration::from_secs(5),
+            channel_max_length: 255,
+            allowed_origins: Vec::new(),
+        }
+    }
+}
+
+/// Statistics of one node, as the server API's `info` shows them.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct NodeInfo {
+    /// Unique id of this node run.
+    pub uid: String,
+    /// Node name.
+    pub name: String,
+    /// Version.
+    pub version: String,
+    /// Local connections.
+    pub num_clients: u32,
+    /// Distinct local users.
+    pub num_users: u32,
+    /// Local channels with subscribers.
+    pub num_channels: u32,
+    /// Local subscriptions.
+    pub num_subs: u32,
+    /// Seconds since start.
+    pub uptime: u32,
+}
+
+pub(crate) struct NodeInner {
+    pub(crate) config: NodeConfig,
+    pub(crate) handler: Arc<dyn Handler>,
+    pub(crate) broker: Arc<dyn Broker>,
+    pub(crate) presence: Arc<dyn PresenceStore>,
+    pub(crate) hub: Hub,
+    uid: String,
+    started: Instant,
+    shutting_down: AtomicBool,
+}
+
+/// The hub node: clients connect to it, subscribe, and receive what is published.
+///
+/// Cloning is cheap (a handle).
+#[derive(Clone)]
+pub struct Node {
+    pub(crate) inner: Arc<NodeInner>,
+}
+
+/// Builds a [`Node`].
+pub struct NodeBuilder {
+    config: NodeConfig,
+    handler: Arc<dyn Handler>,
+    broker: Option<Arc<dyn Broker>>,
+    presence: Option<Arc<dyn PresenceStore>>,
+}
+
+impl Default for NodeBuilder {
+    fn default() -> Self {
+        NodeBuilder {
+            config: NodeConfig::default(),
+            handler: Arc::new(RefuseAll),
+            broker: None,
+            presence: None,
+        }
+    }
+}
+
+impl NodeBuilder {
+    /// Node settings.
+    pub fn config(mut self, config: NodeConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// The embedder's callbacks (default: refuse everything).
+    pub fn handler(mut self, handler: impl Handler) -> Self {
+        self.handler = Arc::new(handler);
+        self
+    }
+
+    /// The broker (default: [`MemoryBroker`]).
+    pub fn broker(mut self, broker: Arc<dyn Broker>) -> Self {
+        self.broker = Some(broker);
+        self
+    }
+
+    /// The presence store (default: [`MemoryPresence`]).
+    pub fn presence(mut self, presence: Arc<dyn PresenceStore>) -> Self {
+        self.presence = Some(presence);
+        self
+    }
+
+    /// Starts the node: the broker begins delivering to it. Needs a tokio runtime.
+    pub async fn start(self) -> Result<Node, EngineError> {
+        let broker = self.broker.unwrap_or_else(|| Arc::new(MemoryBroker::new()));
+        let presence = self
+            .presence
+            .unwrap_or_else(|| Arc::new(MemoryPresence::default()));
+        let inner = Arc::new(NodeInner {
+            config: self.config,
+            handler: self.handler,
+            broker: broker.clone(),
+            presence,
+            hub: Hub::new(),
+            uid: uuid::Uuid::new_v4().to_string(),
+            started: Instant::now(),
+            shutting_down: AtomicBool::new(false),
+        });
+        broker
+            .run(Arc::new(NodeEvents(Arc::downgrade(&inner))))
+            .await?;
+        Ok(Node { inner })
+    }
+}
+
+/// What brokers deliver, forwarded to the node's hub.
+struct NodeEvents(Weak<NodeInner>);
+
+impl BrokerEventHandler for NodeEvents {
+    fn handle_publication(&self, channel: &str, publication: Publication, _position: StreamPosition) {
+        if let Some(n) = self.0.upgrade() {
+            n.hub.broadcast_publication(channel, publication);
+        }
+    }
+
+    fn handle_join(&self, channel: &str, info: ClientInfo) {
+        if let Some(n) = self.0.upgrade() {
+            n.hub.broadcast_join_leave(channel, info, true);
+        }
+    }
+
+    fn handle_leave(&self, channel: &str, info: ClientInfo) {
+        if let Some(n) = self.0.upgrade() {
+            n.hub.broadcast_join_leave(channel, info, false);
+        }
+    }
+}
+
+fn engine(e: EngineError) -> Error {
+    tracing::warn!(error = %e, "engine call failed");
+    Error::INTERNAL
+}
+
+impl Node {
+    /// A builder with the defaults: in-memory broker and presence, a handler that refuses.
+    pub fn builder() -> NodeBuilder {
+        NodeBuilder::default()
+    }
+
+    /// Node settings.
+    pub fn config(&self) -> &NodeConfig {
+        &self.inner.config
+    }
+
+    /// Publishes to a channel; returns the publication's stream position (empty without
+    /// history).
+    pub async fn publish(
+        &self,
+        channel: &str,
+        publication: Publication,
+        options: &PublishOptions,
+    ) -> Result<StreamPosition, Error> {
+        metrics::counter!("hub_publications_total").increment(1);
+        self.inner
+            .broker
+            .publish(channel, publication, options)
+            .await
+            .map_err(engine)
+    }
+
+    /// Reads history with the protocol's semantics: `limit` 0 = only the top, negative = all
+    /// up to `max_limit`; `since` with another epoch → error 112; `reverse` with a `since` of
+    /// offset 0 → error 107.
+    pub async fn history(
+        &self,
+        channel: &str,
+        since: Option<StreamPosition>,
+        limit: i32,
+        reverse: bool,
+        max_limit: usize,
+    ) -> Result<HistoryResult, Error> {
+        if reverse && since.as_ref().is_some_and(|s| s.offset == 0) {
+            return Err(Error::BAD_REQUEST);
+        }
+        let cap = i32::try_from(max_limit).unwrap_or(i32::MAX);
+        let limit = if limit < 0 || limit > cap { cap } else { limit };
+        let filter = HistoryFilter {
+            since: since.as_ref().map(|s| s.offset),
+            limit,
+            reverse,
+        };
+        let (publications, top) = self
+            .inner
+            .broker
+            .history(channel, &filter)
+            .await
+            .map_err(engine)?;
+        if let Some(s) = &since {
+            if !s.epoch.is_empty() && s.epoch != top.epoch {
+                return Err(Error::UNRECOVERABLE_POSITION);
+            }
+        }
+        Ok(HistoryResult {
+            publications,
+            epoch: top.epoch,
+            offset: top.offset,
+        })
+    }
+
+    /// Drops a channel's history.
+    pub async fn remove_history(&self, channel: &str) -> Result<(), Error> {
+        self.inner.broker.remove_history(channel).await.map_err(engine)
+    }
+
+    /// Who is present in a channel.
+    pub async fn presence(&self, channel: &str) -> Result<HashMap<String, ClientInfo>, Error> {
+        self.inner.presence.presence(channel).await.map_err(engine)
+    }
+
+    /// Presence counts of a channel.
+    pub async fn presence_stats(&self, channel: &str) -> Result<PresenceStatsResult, Error> {
+        self.inner.presence.stats(channel).await.map_err(engine)
+    }
+
+    fn targets(&self, user: &str, client: Option<&str>) -> Vec<Arc<crate::outbox::ClientShared>> {
+        let mut v = self.inner.hub.user_clients(user);
+        if let Some(c) = client.filter(|c| !c.is_empty()) {
+            v.retain(|s| &*s.id == c);
+        }
+        v
+    }
+
+    /// Subscribes a user's connections on this node to a channel (all of them, or one
+    /// `client`). They receive a `subscribe` push.
+    pub fn subscribe_user(&self, user: &str, channel: &str, options: SubscribeOptions, client: Option<&str>) {
+        for c in self.targets(user, client) {
+            c.control(Control::Subscribe {
+                channel: channel.to_owned(),
+                options: options.clone(),
+            });
+        }
+    }
+
+    /// Unsubscribes a user's connections on this node from a channel (push code 2000).
+    pub fn unsubscribe_user(&self, user: &str, channel: &str, client: Option<&str>) {
+        for c in self.targets(user, client) {
+            c.control(Control::Unsubscribe {
+                channel: channel.to_owned(),
+            });
+        }
+    }
+
+    /// Disconnects a user's connections on this node, sparing those in `whitelist`.
+    pub fn disconnect_user(&self, user: &str, disconnect: Disconnect, client: Option<&str>, whitelist: &[String]) {
+        for c in self.targets(user, client) {
+            if !whitelist.iter().any(|w| **w == *c.id) {
+                c.control(Control::Disconnect(disconnect.clone()));
+            }
+        }
+    }
+
+    /// Refreshes a user's connections on this node: a new expiry, new info, or expired now.
+    pub fn refresh_user(&self, user: &str, client: Option<&str>, expired: bool, expire_at: Option<u64>, info: Option<Bytes>) {
+        for c in self.targets(user, client) {
+            c.control(Control::Refresh {
+                expired,
+                expire_at,
+                info: info.clone(),
+            });
+        }
+    }
+
+    /// Local channels with their number of subscribers.
+    pub fn channels(&self) -> Vec<(String, usize)> {
+        self.inner.hub.channels()
+    }
+
+    /// This node's statistics.
+    pub fn info(&self) -> NodeInfo {
+        let hub = &self.inner.hub;
+        NodeInfo {
+            uid: self.inner.uid.clone(),
+            name: self.inner.config.name.clone(),
+            version: self.inner.config.version.clone(),
+            num_clients: hub.num_clients() as u32,
+            num_users: hub.num_users() as u32,
+            num_channels: hub.num_channels() as u32,
+            num_subs: hub.num_subs() as u32,
+            uptime: self.inner.started.elapsed().as_secs() as u32,
+        }
+    }
+
+    /// Number of connections on this node.
+    pub fn num_clients(&self) -> usize {
+        self.inner.hub.num_clients()
+    }
+
+    /// Whether [`shutdown`](Self::shutdown) has begun.
+    pub fn is_shutting_down(&self) -> bool {
+        self.inner.shutting_down.load(Ordering::Relaxed)
+    }
+
+    /// Stops accepting connections and closes every client with 3001 ("shutdown"), spread
+    /// evenly over `window` so they do not all reconnect at once. Returns when all are gone
+    /// or `window` plus 5 s have passed.
+    pub async fn shutdown(&self, window: Duration) {
+        self.inner.shutting_down.store(true, Ordering::Relaxed);
+        let clients = self.inner.hub.all_clients();
+        let n = clients.len().max(1) as u32;
+        let step = window / n;
+        for c in clients {
+            c.control(Control::Disconnect(Disconnect::SHUTDOWN));
+            if !step.is_zero() {
+                tokio::time::sleep(step).await;
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while self.num_clients() > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
