@@ -1,0 +1,116 @@
+//! The HTTP server API: `POST {prefix}/<method>` with Centrifugo's auth, envelopes and error
+//! modes (PROTOCOL.md §5.1).
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use hub_core::Error;
+use serde_json::value::RawValue;
+
+use super::{ApiError, Executor};
+
+/// What the HTTP API handler needs.
+#[derive(Clone)]
+pub struct ApiState {
+    /// The executor.
+    pub executor: Executor,
+    /// The configured key ("" = none).
+    pub key: String,
+    /// Serve without a key.
+    pub insecure: bool,
+    /// Errors as HTTP statuses by default.
+    pub transport_errors: bool,
+}
+
+/// Compares in constant time.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn authorized(st: &ApiState, headers: &HeaderMap, query: &std::collections::HashMap<String, String>) -> bool {
+    if st.insecure {
+        return true;
+    }
+    if st.key.is_empty() {
+        return false;
+    }
+    let key = st.key.as_bytes();
+    if let Some(v) = headers.get("x-api-key") {
+        return same(v.as_bytes(), key);
+    }
+    if let Some(v) = headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
+        let parts: Vec<&str> = v.split_whitespace().collect();
+        return parts.len() == 2 && parts[0].eq_ignore_ascii_case("apikey") && same(parts[1].as_bytes(), key);
+    }
+    if let Some(k) = query.get("api_key") {
+        return same(k.as_bytes(), key);
+    }
+    false
+}
+
+fn status_of(e: &Error) -> StatusCode {
+    match e.code {
+        100 => StatusCode::INTERNAL_SERVER_ERROR,
+        102 | 104 => StatusCode::NOT_FOUND,
+        107 | 108 => StatusCode::BAD_REQUEST,
+        112 => StatusCode::RANGE_NOT_SATISFIABLE,
+        113 => StatusCode::CONFLICT,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+fn json_response(status: StatusCode, body: String) -> Response {
+    (status, [(axum::http::header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+/// `POST {prefix}/{method}`
+pub async fn handle(
+    State(st): State<ApiState>,
+    Path(method): Path<String>,
+    Query(query): Query<std::collections::HashMap<String, String>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if !authorized(&st, &headers, &query) {
+        return StatusCode::UNAUTHORIZED.into_response();
+    }
+    let transport_mode = st.transport_errors
+        || headers
+            .get("x-centrifugo-error-mode")
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"transport"));
+    let text = if body.iter().all(u8::is_ascii_whitespace) { "{}" } else {
+        match std::str::from_utf8(&body) {
+            Ok(t) => t,
+            Err(_) => return (StatusCode::BAD_REQUEST, "request body is not UTF-8").into_response(),
+        }
+    };
+    let params: &RawValue = match serde_json::from_str(text) {
+        Ok(p) => p,
+        Err(e) => {
+            return (StatusCode::BAD_REQUEST, format!("request body is not valid JSON: {e}"))
+                .into_response()
+        }
+    };
+    if !params.get().trim_start().starts_with('{') {
+        return (StatusCode::BAD_REQUEST, "request body must be a JSON object").into_response();
+    }
+    metrics::counter!("hub_api_calls_total", "method" => method.clone(), "transport" => "http").increment(1);
+    match st.executor.call(&method, params).await {
+        Ok(result) => json_response(
+            StatusCode::OK,
+            serde_json::json!({ "result": result }).to_string(),
+        ),
+        Err(e) if transport_mode => json_response(
+            status_of(&e),
+            serde_json::to_string(&ApiError::from(e.clone())).unwrap_or_default(),
+        ),
+        Err(e) => json_response(
+            StatusCode::OK,
+            serde_json::json!({ "error": ApiError::from(e) }).to_string(),
+        ),
+    }
+}

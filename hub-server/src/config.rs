@@ -1,0 +1,602 @@
+//! Configuration: Centrifugo v6's layout and names wherever the concept is the same, so a
+//! Centrifugo config for the supported options works unchanged.
+//!
+//! Sources, later ones winning: defaults, the config file (JSON, TOML or YAML by extension),
+//! environment variables (`HUB_` or `CENTRIFUGO_` + the key path in upper case joined by `_`,
+//! e.g. `HUB_HTTP_SERVER_PORT=9000`), command-line flags.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::duration::serde_go;
+
+/// The whole configuration.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Config {
+    /// HTTP server (WebSocket, API, health, metrics).
+    pub http_server: HttpServer,
+    /// Logging.
+    pub log: Log,
+    /// Client connections.
+    pub client: Client,
+    /// Channels and namespaces.
+    pub channel: Channel,
+    /// HTTP server API.
+    pub http_api: HttpApi,
+    /// gRPC server API.
+    pub grpc_api: GrpcApi,
+    /// Graceful shutdown.
+    pub shutdown: Shutdown,
+}
+
+/// `http_server`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct HttpServer {
+    /// Address to bind (default `127.0.0.1`; `0.0.0.0` for all interfaces).
+    pub address: String,
+    /// Port (default 8000).
+    pub port: u16,
+}
+
+impl Default for HttpServer {
+    fn default() -> Self {
+        HttpServer {
+            address: "127.0.0.1".into(),
+            port: 8000,
+        }
+    }
+}
+
+/// `log`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Log {
+    /// `trace`, `debug`, `info` (default), `warn`, `error`, `none`.
+    pub level: String,
+    /// `text` (default) or `json`.
+    pub format: String,
+}
+
+impl Default for Log {
+    fn default() -> Self {
+        Log {
+            level: "info".into(),
+            format: "text".into(),
+        }
+    }
+}
+
+/// Token verification keys.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TokenConfig {
+    /// HMAC secret for HS256/384/512.
+    pub hmac_secret_key: String,
+    /// RSA public key (PEM) for RS256/384/512.
+    pub rsa_public_key: String,
+    /// Expected `aud`, if set.
+    pub audience: String,
+    /// Expected `iss`, if set.
+    pub issuer: String,
+}
+
+impl TokenConfig {
+    /// Whether any key is configured.
+    pub fn has_keys(&self) -> bool {
+        !self.hmac_secret_key.is_empty() || !self.rsa_public_key.is_empty()
+    }
+}
+
+/// `client.subscription_token`
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SubscriptionTokenConfig {
+    /// Use separate keys for subscription tokens (otherwise the connection token's).
+    pub enabled: bool,
+    /// The keys.
+    #[serde(flatten)]
+    pub token: TokenConfig,
+}
+
+/// `client`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Client {
+    /// Connection token keys.
+    pub token: TokenConfig,
+    /// Subscription token keys.
+    pub subscription_token: SubscriptionTokenConfig,
+    /// Origins allowed to connect from browsers (`*` patterns). Empty = same host only.
+    pub allowed_origins: Vec<String>,
+    /// Connect without a token as anonymous user "".
+    pub allow_anonymous_connect_without_token: bool,
+    /// Server ping interval (default `25s`).
+    #[serde(with = "serde_go")]
+    pub ping_interval: Duration,
+    /// Pong timeout (default `8s`).
+    #[serde(with = "serde_go")]
+    pub pong_timeout: Duration,
+    /// Time to send `connect` after opening the socket (default `10s`).
+    #[serde(with = "serde_go")]
+    pub stale_close_delay: Duration,
+    /// Grace after expiry before closing with 3005 (default `25s`).
+    #[serde(with = "serde_go")]
+    pub expired_close_delay: Duration,
+    /// Presence refresh interval (default `25s`).
+    #[serde(with = "serde_go")]
+    pub presence_update_interval: Duration,
+    /// Bytes queued per connection before it is closed as slow (default 1048576).
+    pub queue_max_size: usize,
+    /// Largest client message in bytes (default 65536).
+    pub max_message_size: usize,
+    /// Most publications a client history call returns (default 300).
+    pub history_max_publication_limit: usize,
+    /// Most publications a recovery returns (default 300).
+    pub recovery_max_publication_limit: usize,
+}
+
+impl Default for Client {
+    fn default() -> Self {
+        let n = hub_core::NodeConfig::default();
+        Client {
+            token: TokenConfig::default(),
+            subscription_token: SubscriptionTokenConfig::default(),
+            allowed_origins: Vec::new(),
+            allow_anonymous_connect_without_token: false,
+            ping_interval: n.ping_interval,
+            pong_timeout: n.pong_timeout,
+            stale_close_delay: n.stale_close_delay,
+            expired_close_delay: n.expired_close_delay,
+            presence_update_interval: n.presence_update_interval,
+            queue_max_size: n.max_queue_bytes,
+            max_message_size: n.max_message_size,
+            history_max_publication_limit: n.history_max_publication_limit,
+            recovery_max_publication_limit: n.recovery_max_publication_limit,
+        }
+    }
+}
+
+/// Options of a namespace (or of channels without namespace).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ChannelOptions {
+    /// Keep presence.
+    pub presence: bool,
+    /// Announce joins and leaves.
+    pub join_leave: bool,
+    /// Push joins and leaves to every subscriber (otherwise only to those who ask).
+    pub force_push_join_leave: bool,
+    /// Publications kept in history (history is on when both size and TTL are set).
+    pub history_size: usize,
+    /// How long history is kept after the last publish.
+    #[serde(with = "serde_go")]
+    pub history_ttl: Duration,
+    /// How long stream meta (epoch, top offset) lives; 0 = 30 days.
+    #[serde(with = "serde_go")]
+    pub history_meta_ttl: Duration,
+    /// Positioning for every subscriber.
+    pub force_positioning: bool,
+    /// Positioning when the client asks.
+    pub allow_positioning: bool,
+    /// Recovery for every subscriber.
+    pub force_recovery: bool,
+    /// Recovery when the client asks.
+    pub allow_recovery: bool,
+    /// Authenticated clients may subscribe without a token.
+    pub allow_subscribe_for_client: bool,
+    /// Anonymous clients may subscribe without a token (with `allow_subscribe_for_client`).
+    pub allow_subscribe_for_anonymous: bool,
+    /// Subscribers may publish.
+    pub allow_publish_for_subscriber: bool,
+    /// Authenticated clients may publish.
+    pub allow_publish_for_client: bool,
+    /// Anonymous clients may publish (with one of the above).
+    pub allow_publish_for_anonymous: bool,
+    /// Subscribers may read history.
+    pub allow_history_for_subscriber: bool,
+    /// Authenticated clients may read history.
+    pub allow_history_for_client: bool,
+    /// Anonymous clients may read history (with one of the above).
+    pub allow_history_for_anonymous: bool,
+    /// Subscribers may read presence.
+    pub allow_presence_for_subscriber: bool,
+    /// Authenticated clients may read presence.
+    pub allow_presence_for_client: bool,
+    /// Anonymous clients may read presence (with one of the above).
+    pub allow_presence_for_anonymous: bool,
+    /// Channels `name#user1,user2` may be subscribed by the listed users without a token.
+    pub allow_user_limited_channels: bool,
+}
+
+impl ChannelOptions {
+    /// Whether history is on.
+    pub fn history_enabled(&self) -> bool {
+        self.history_size > 0 && !self.history_ttl.is_zero()
+    }
+
+    /// The meta TTL in force.
+    pub fn meta_ttl(&self) -> Duration {
+        if self.history_meta_ttl.is_zero() {
+            hub_core::broker::HistoryOptions::DEFAULT_META_TTL
+        } else {
+            self.history_meta_ttl
+        }
+    }
+}
+
+/// A named namespace: channels `name:...`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Namespace {
+    /// Namespace name (letters, digits, `_`, `-`, `.`).
+    pub name: String,
+    /// Its options.
+    #[serde(flatten)]
+    pub options: ChannelOptions,
+}
+
+/// `channel`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Channel {
+    /// Options of channels without a namespace.
+    pub without_namespace: ChannelOptions,
+    /// Namespaces.
+    pub namespaces: Vec<Namespace>,
+    /// Longest channel name (default 255).
+    pub max_length: usize,
+    /// Separates namespace and name (default `:`).
+    pub namespace_boundary: String,
+    /// Separates a user-limited channel's name from its users (default `#`).
+    pub user_boundary: String,
+    /// Separates users in a user-limited channel (default `,`).
+    pub user_separator: String,
+}
+
+impl Default for Channel {
+    fn default() -> Self {
+        Channel {
+            without_namespace: ChannelOptions::default(),
+            namespaces: Vec::new(),
+            max_length: 255,
+            namespace_boundary: ":".into(),
+            user_boundary: "#".into(),
+            user_separator: ",".into(),
+        }
+    }
+}
+
+impl Channel {
+    /// The options of a channel's namespace; `None` for an unknown namespace.
+    pub fn options_for(&self, channel: &str) -> Option<&ChannelOptions> {
+        match channel.split_once(self.namespace_boundary.as_str()) {
+            Some((ns, _)) if !ns.is_empty() => self
+                .namespaces
+                .iter()
+                .find(|n| n.name == ns)
+                .map(|n| &n.options),
+            _ => Some(&self.without_namespace),
+        }
+    }
+}
+
+/// `http_api`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct HttpApi {
+    /// API key. Empty refuses every API call unless `insecure`.
+    pub key: String,
+    /// Serve the API without a key (development only).
+    pub insecure: bool,
+    /// Path prefix (default `/api`).
+    pub handler_prefix: String,
+    /// `transport`: errors as HTTP status codes instead of 200 with an `error` field.
+    pub error_mode: String,
+}
+
+impl Default for HttpApi {
+    fn default() -> Self {
+        HttpApi {
+            key: String::new(),
+            insecure: false,
+            handler_prefix: "/api".into(),
+            error_mode: String::new(),
+        }
+    }
+}
+
+/// `grpc_api`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct GrpcApi {
+    /// Serve the gRPC API.
+    pub enabled: bool,
+    /// Port (default 10000).
+    pub port: u16,
+    /// API key (metadata `authorization: apikey <key>`).
+    pub key: String,
+}
+
+impl Default for GrpcApi {
+    fn default() -> Self {
+        GrpcApi {
+            enabled: false,
+            port: 10000,
+            key: String::new(),
+        }
+    }
+}
+
+/// `shutdown`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Shutdown {
+    /// Clients are closed with 3001 spread over this window (default `5s`).
+    #[serde(with = "serde_go")]
+    pub drain_window: Duration,
+    /// The process exits after at most this long (default `30s`).
+    #[serde(with = "serde_go")]
+    pub timeout: Duration,
+}
+
+impl Default for Shutdown {
+    fn default() -> Self {
+        Shutdown {
+            drain_window: Duration::from_secs(5),
+            timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// A config as loaded, with the keys nobody knows.
+#[derive(Debug)]
+pub struct Loaded {
+    /// The configuration.
+    pub config: Config,
+    /// Unknown keys (dotted paths), reported to the user.
+    pub unknown_keys: Vec<String>,
+}
+
+/// The file formats.
+fn parse_file(path: &Path, text: &str) -> Result<serde_json::Value, String> {
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    match ext.as_str() {
+        "json" => serde_json::from_str(text).map_err(|e| e.to_string()),
+        "toml" => toml::from_str(text).map_err(|e| e.to_string()),
+        "yaml" | "yml" => serde_norway::from_str(text).map_err(|e| e.to_string()),
+        other => Err(format!(
+            "unknown config extension {other:?}: use .json, .toml, .yaml or .yml"
+        )),
+    }
+}
+
+/// Applies `PREFIX_PATH_TO_KEY` environment variables to every key the config knows.
+fn apply_env(value: &mut serde_json::Value, env: &BTreeMap<String, String>) {
+    fn walk(v: &mut serde_json::Value, path: &mut Vec<String>, env: &BTreeMap<String, String>) {
+        if let serde_json::Value::Object(map) = v {
+            for (k, child) in map.iter_mut() {
+                path.push(k.to_ascii_uppercase());
+                walk(child, path, env);
+                path.pop();
+            }
+            return;
+        }
+        let key = path.join("_");
+        for prefix in ["CENTRIFUGO_", "HUB_"] {
+            if let Some(raw) = env.get(&format!("{prefix}{key}")) {
+                *v = match v {
+                    serde_json::Value::String(_) => serde_json::Value::String(raw.clone()),
+                    _ => serde_json::from_str(raw)
+                        .unwrap_or_else(|_| serde_json::Value::String(raw.clone())),
+                };
+            }
+        }
+    }
+    walk(value, &mut Vec::new(), env);
+}
+
+/// Deep-merges `over` into `base`.
+fn merge(base: &mut serde_json::Value, over: serde_json::Value) {
+    match (base, over) {
+        (serde_json::Value::Object(b), serde_json::Value::Object(o)) => {
+            for (k, v) in o {
+                match b.get_mut(&k) {
+                    Some(slot) => merge(slot, v),
+                    None => {
+                        b.insert(k, v);
+                    }
+                }
+            }
+        }
+        (slot, v) => *slot = v,
+    }
+}
+
+/// Loads the configuration: defaults, then the file (if any), then the environment.
+pub fn load(path: Option<&Path>, env: &BTreeMap<String, String>) -> Result<Loaded, String> {
+    let mut value = serde_json::to_value(Config::default()).map_err(|e| e.to_string())?;
+    if let Some(path) = path {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read config {}: {e}", path.display()))?;
+        let file = parse_file(path, &text)
+            .map_err(|e| format!("cannot parse config {}: {e}", path.display()))?;
+        if !file.is_object() {
+            return Err(format!("config {} must be an object", path.display()));
+        }
+        merge(&mut value, file);
+    }
+    apply_env(&mut value, env);
+    let mut unknown_keys = Vec::new();
+    let config: Config = serde_ignored::deserialize(value, |p| unknown_keys.push(p.to_string()))
+        .map_err(|e| format!("invalid config: {e}"))?;
+    config.validate()?;
+    Ok(Loaded {
+        config,
+        unknown_keys,
+    })
+}
+
+impl Config {
+    /// Checks what serde cannot: names, combinations of options.
+    pub fn validate(&self) -> Result<(), String> {
+        let mut seen = std::collections::HashSet::new();
+        let check = |name: &str, o: &ChannelOptions| -> Result<(), String> {
+            if (o.force_recovery || o.allow_recovery) && !o.history_enabled() {
+                return Err(format!(
+                    "namespace {name:?}: recovery needs history (history_size and history_ttl)"
+                ));
+            }
+            if (o.force_positioning || o.allow_positioning) && !o.history_enabled() {
+                return Err(format!(
+                    "namespace {name:?}: positioning needs history (history_size and history_ttl)"
+                ));
+            }
+            Ok(())
+        };
+        check("", &self.channel.without_namespace)?;
+        for ns in &self.channel.namespaces {
+            let valid = !ns.name.is_empty()
+                && ns
+                    .name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+            if !valid {
+                return Err(format!(
+                    "invalid namespace name {:?}: use letters, digits, '_', '-' or '.'",
+                    ns.name
+                ));
+            }
+            if !seen.insert(ns.name.as_str()) {
+                return Err(format!("namespace {:?} is defined twice", ns.name));
+            }
+            check(&ns.name, &ns.options)?;
+        }
+        if !self.client.ping_interval.is_zero()
+            && self.client.ping_interval <= self.client.pong_timeout
+        {
+            return Err("client.ping_interval must be greater than client.pong_timeout".into());
+        }
+        if !self.http_api.error_mode.is_empty() && self.http_api.error_mode != "transport" {
+            return Err(format!(
+                "http_api.error_mode {:?}: the only mode is \"transport\"",
+                self.http_api.error_mode
+            ));
+        }
+        Ok(())
+    }
+
+    /// The node settings this config asks for.
+    pub fn node_config(&self) -> hub_core::NodeConfig {
+        let mut n = hub_core::NodeConfig::default();
+        let c = &self.client;
+        n.ping_interval = c.ping_interval;
+        n.pong_timeout = c.pong_timeout;
+        n.stale_close_delay = c.stale_close_delay;
+        n.expired_close_delay = c.expired_close_delay;
+        n.presence_update_interval = c.presence_update_interval;
+        n.max_queue_bytes = c.queue_max_size;
+        n.max_message_size = c.max_message_size;
+        n.history_max_publication_limit = c.history_max_publication_limit;
+        n.recovery_max_publication_limit = c.recovery_max_publication_limit;
+        n.channel_max_length = self.channel.max_length;
+        n.allowed_origins = c.allowed_origins.clone();
+        n
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_str(ext: &str, text: &str, env: &[(&str, &str)]) -> Result<Loaded, String> {
+        let dir = std::env::temp_dir().join(format!("hubcfg-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join(format!("config.{ext}"));
+        std::fs::write(&p, text).unwrap();
+        let env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let r = load(Some(&p), &env);
+        let _ = std::fs::remove_dir_all(&dir);
+        r
+    }
+
+    #[test]
+    fn a_centrifugo_v6_config_loads_unchanged() {
+        let l = load_str(
+            "json",
+            r#"{
+              "http_server": {"port": 9001},
+              "client": {"token": {"hmac_secret_key": "s"}, "allowed_origins": ["http://localhost:3000"]},
+              "http_api": {"key": "k"},
+              "channel": {
+                "without_namespace": {"allow_subscribe_for_client": true},
+                "namespaces": [{"name": "chat", "history_size": 10, "history_ttl": "300s", "force_recovery": true, "presence": true}]
+              }
+            }"#,
+            &[],
+        )
+        .unwrap();
+        assert!(l.unknown_keys.is_empty(), "{:?}", l.unknown_keys);
+        let c = l.config;
+        assert_eq!(c.http_server.port, 9001);
+        assert_eq!(c.http_server.address, "127.0.0.1");
+        let chat = c.channel.options_for("chat:room").unwrap();
+        assert_eq!(chat.history_ttl, Duration::from_secs(300));
+        assert!(chat.history_enabled() && chat.force_recovery && chat.presence);
+        assert!(c.channel.options_for("news").unwrap().allow_subscribe_for_client);
+        assert!(c.channel.options_for("nope:x").is_none());
+    }
+
+    #[test]
+    fn toml_and_yaml_work_too() {
+        let t = load_str("toml", "[http_server]\nport = 9002\n", &[]).unwrap();
+        assert_eq!(t.config.http_server.port, 9002);
+        let y = load_str("yaml", "http_server:\n  port: 9003\nclient:\n  ping_interval: 10s\n", &[]).unwrap();
+        assert_eq!(y.config.http_server.port, 9003);
+        assert_eq!(y.config.client.ping_interval, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn unknown_keys_are_reported() {
+        let l = load_str("json", r#"{"http_server": {"prot": 1}, "nonsense": true}"#, &[]).unwrap();
+        assert_eq!(l.unknown_keys.len(), 2, "{:?}", l.unknown_keys);
+        assert!(l.unknown_keys.iter().any(|k| k.contains("prot")));
+    }
+
+    #[test]
+    fn environment_overrides_the_file() {
+        let l = load_str(
+            "json",
+            r#"{"http_server": {"port": 9001}}"#,
+            &[("HUB_HTTP_SERVER_PORT", "9100"), ("CENTRIFUGO_HTTP_API_KEY", "envkey")],
+        )
+        .unwrap();
+        assert_eq!(l.config.http_server.port, 9100);
+        assert_eq!(l.config.http_api.key, "envkey");
+    }
+
+    #[test]
+    fn invalid_values_get_clear_errors() {
+        let e = load_str("json", r#"{"client": {"ping_interval": "5x"}}"#, &[]).unwrap_err();
+        assert!(e.contains("unknown unit"), "{e}");
+        let e = load_str(
+            "json",
+            r#"{"channel": {"namespaces": [{"name": "a", "force_recovery": true}]}}"#,
+            &[],
+        )
+        .unwrap_err();
+        assert!(e.contains("recovery needs history"), "{e}");
+        let e = load_str("ini", "x", &[]).unwrap_err();
+        assert!(e.contains("unknown config extension"), "{e}");
+    }
+}

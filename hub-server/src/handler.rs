@@ -1,0 +1,272 @@
+//! The server's decisions for hub-core: JWT auth and namespace permissions, as Centrifugo
+//! makes them.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use hub_core::broker::{HistoryOptions, PublishOptions};
+use hub_core::{
+    async_trait, ChannelAction, ClientContext, ConnectingEvent, Credentials, Disconnect, Error,
+    Handler, PublishDecision, PublishEvent, RefreshDecision, Reject, ServerSubscription,
+    SubscribeEvent, SubscribeOptions,
+};
+
+use crate::auth::{effective_expiry, info_bytes, TokenError, Verifier};
+use crate::config::{ChannelOptions, Config};
+
+/// Config, verifiers and the rules built from them.
+pub struct Rules {
+    /// The configuration.
+    pub config: Config,
+    conn: Verifier,
+    sub: Verifier,
+}
+
+impl Rules {
+    /// Builds the rules; fails on unreadable keys.
+    pub fn new(config: Config) -> Result<Arc<Self>, String> {
+        let conn = Verifier::new(&config.client.token)?;
+        let sub = if config.client.subscription_token.enabled {
+            Verifier::new(&config.client.subscription_token.token)?
+        } else {
+            Verifier::new(&config.client.token)?
+        };
+        Ok(Arc::new(Rules { config, conn, sub }))
+    }
+
+    /// The options of a channel's namespace, or error 102.
+    pub fn channel_options(&self, channel: &str) -> Result<&ChannelOptions, Error> {
+        self.config
+            .channel
+            .options_for(channel)
+            .ok_or(Error::UNKNOWN_CHANNEL)
+    }
+
+    /// History options for publishing to a channel.
+    pub fn publish_options(o: &ChannelOptions) -> PublishOptions {
+        PublishOptions {
+            history: o.history_enabled().then(|| HistoryOptions {
+                size: o.history_size,
+                ttl: o.history_ttl,
+                meta_ttl: o.meta_ttl(),
+            }),
+        }
+    }
+
+    /// Subscribe options for a channel by namespace config (server-side subscriptions).
+    pub fn server_subscribe_options(o: &ChannelOptions) -> SubscribeOptions {
+        SubscribeOptions {
+            presence: o.presence,
+            emit_join_leave: o.join_leave,
+            push_join_leave: o.join_leave && o.force_push_join_leave,
+            recover: o.force_recovery,
+            position: o.force_positioning || o.force_recovery,
+            ..Default::default()
+        }
+    }
+
+    /// Whether the user may subscribe to a user-limited channel (`name#u1,u2`).
+    fn user_limited_allows(&self, o: &ChannelOptions, channel: &str, user: &str) -> bool {
+        if !o.allow_user_limited_channels || user.is_empty() {
+            return false;
+        }
+        let ch = &self.config.channel;
+        match channel.rsplit_once(ch.user_boundary.as_str()) {
+            Some((_, users)) => users.split(ch.user_separator.as_str()).any(|u| u == user),
+            None => false,
+        }
+    }
+}
+
+/// Implements [`Handler`] from [`Rules`].
+pub struct ServerHandler(pub Arc<Rules>);
+
+fn token_reject(e: TokenError) -> Reject {
+    match e {
+        TokenError::Expired => Error::TOKEN_EXPIRED.into(),
+        TokenError::Invalid(why) => {
+            tracing::info!(reason = %why, "invalid token");
+            Disconnect::INVALID_TOKEN.into()
+        }
+    }
+}
+
+#[async_trait]
+impl Handler for ServerHandler {
+    async fn on_connecting(&self, e: ConnectingEvent) -> Result<Credentials, Reject> {
+        let rules = &self.0;
+        if e.token.is_empty() {
+            if rules.config.client.allow_anonymous_connect_without_token {
+                return Ok(Credentials::default());
+            }
+            return Err(Disconnect::BAD_REQUEST.into());
+        }
+        if !rules.conn.enabled() {
+            tracing::info!("connection token sent but no token key configured");
+            return Err(Disconnect::INVALID_TOKEN.into());
+        }
+        let claims = rules.conn.verify_connect(&e.token).map_err(token_reject)?;
+        let info = info_bytes(&claims.info, &claims.b64info).map_err(token_reject)?;
+        let mut subscriptions = Vec::new();
+        let mut channels: Vec<(String, Option<&crate::auth::SubOptions>)> =
+            claims.channels.iter().map(|c| (c.clone(), None)).collect();
+        channels.extend(claims.subs.iter().map(|(c, o)| (c.clone(), Some(o))));
+        for (channel, sub_opts) in channels {
+            let Ok(o) = rules.channel_options(&channel) else {
+                tracing::info!(channel, "server-side subscription to unknown namespace skipped");
+                continue;
+            };
+            let mut options = Rules::server_subscribe_options(o);
+            if let Some(so) = sub_opts {
+                options.chan_info = info_bytes(&so.info, "").map_err(token_reject)?;
+                options.data = info_bytes(&so.data, "").map_err(token_reject)?;
+            }
+            subscriptions.push(ServerSubscription { channel, options });
+        }
+        Ok(Credentials {
+            user: claims.sub,
+            info,
+            expire_at: effective_expiry(claims.exp, claims.expire_at),
+            data: Bytes::new(),
+            subscriptions,
+        })
+    }
+
+    async fn on_subscribe(
+        &self,
+        client: &ClientContext,
+        e: SubscribeEvent,
+    ) -> Result<SubscribeOptions, Reject> {
+        let rules = &self.0;
+        let o = rules.channel_options(&e.channel)?;
+        let mut options = SubscribeOptions {
+            presence: o.presence,
+            emit_join_leave: o.join_leave,
+            push_join_leave: o.join_leave && (o.force_push_join_leave || e.join_leave),
+            recover: o.force_recovery || (o.allow_recovery && e.recoverable),
+            position: o.force_positioning
+                || o.force_recovery
+                || (o.allow_positioning && e.positioned)
+                || (o.allow_recovery && e.recoverable),
+            ..Default::default()
+        };
+        if !e.token.is_empty() {
+            if !rules.sub.enabled() {
+                return Err(Error::PERMISSION_DENIED.into());
+            }
+            let claims = match rules.sub.verify_subscribe(&e.token) {
+                Ok(c) => c,
+                Err(TokenError::Expired) => return Err(Error::TOKEN_EXPIRED.into()),
+                Err(TokenError::Invalid(why)) => {
+                    tracing::info!(reason = %why, "invalid subscription token");
+                    return Err(Error::PERMISSION_DENIED.into());
+                }
+            };
+            if claims.channel != e.channel
+                || claims.sub != client.user
+                || (!claims.client.is_empty() && claims.client != client.client_id)
+            {
+                return Err(Disconnect::INVALID_TOKEN.into());
+            }
+            options.chan_info = info_bytes(&claims.info, &claims.b64info).map_err(token_reject)?;
+            options.data = info_bytes(&claims.data, "").map_err(token_reject)?;
+            options.expire_at = effective_expiry(claims.exp, claims.expire_at);
+            return Ok(options);
+        }
+        let anonymous = client.user.is_empty();
+        let allowed = rules.user_limited_allows(o, &e.channel, &client.user)
+            || (o.allow_subscribe_for_client && (!anonymous || o.allow_subscribe_for_anonymous));
+        if !allowed {
+            return Err(Error::PERMISSION_DENIED.into());
+        }
+        Ok(options)
+    }
+
+    async fn on_publish(
+        &self,
+        client: &ClientContext,
+        e: PublishEvent,
+    ) -> Result<PublishDecision, Reject> {
+        let o = self.0.channel_options(&e.channel)?;
+        let anonymous = client.user.is_empty();
+        let allowed = (o.allow_publish_for_client || (o.allow_publish_for_subscriber && e.subscribed))
+            && (!anonymous || o.allow_publish_for_anonymous);
+        if !allowed {
+            return Err(Error::PERMISSION_DENIED.into());
+        }
+        Ok(PublishDecision {
+            options: Rules::publish_options(o),
+            attach_info: true,
+            data: None,
+        })
+    }
+
+    async fn on_channel_request(
+        &self,
+        client: &ClientContext,
+        channel: &str,
+        action: ChannelAction,
+        subscribed: bool,
+    ) -> Result<(), Reject> {
+        let o = self.0.channel_options(channel)?;
+        let anonymous = client.user.is_empty();
+        let (enabled, for_sub, for_client, for_anon) = match action {
+            ChannelAction::History => (
+                o.history_enabled(),
+                o.allow_history_for_subscriber,
+                o.allow_history_for_client,
+                o.allow_history_for_anonymous,
+            ),
+            ChannelAction::Presence | ChannelAction::PresenceStats => (
+                o.presence,
+                o.allow_presence_for_subscriber,
+                o.allow_presence_for_client,
+                o.allow_presence_for_anonymous,
+            ),
+        };
+        if !enabled {
+            return Err(Error::NOT_AVAILABLE.into());
+        }
+        if (for_client || (for_sub && subscribed)) && (!anonymous || for_anon) {
+            Ok(())
+        } else {
+            Err(Error::PERMISSION_DENIED.into())
+        }
+    }
+
+    async fn on_refresh(&self, client: &ClientContext, token: &str) -> Result<RefreshDecision, Reject> {
+        let claims = match self.0.conn.verify_connect(token) {
+            Ok(c) => c,
+            Err(TokenError::Expired) => return Err(Disconnect::EXPIRED.into()),
+            Err(TokenError::Invalid(_)) => return Err(Disconnect::INVALID_TOKEN.into()),
+        };
+        if claims.sub != client.user {
+            return Err(Disconnect::INVALID_TOKEN.into());
+        }
+        let info = info_bytes(&claims.info, &claims.b64info).map_err(token_reject)?;
+        Ok(RefreshDecision {
+            expire_at: effective_expiry(claims.exp, claims.expire_at),
+            info: (!info.is_empty()).then_some(info),
+        })
+    }
+
+    async fn on_sub_refresh(
+        &self,
+        client: &ClientContext,
+        channel: &str,
+        token: &str,
+    ) -> Result<Option<u64>, Reject> {
+        let claims = match self.0.sub.verify_subscribe(token) {
+            Ok(c) => c,
+            Err(TokenError::Expired) => return Err(Error::TOKEN_EXPIRED.into()),
+            Err(TokenError::Invalid(_)) => return Err(Disconnect::INVALID_TOKEN.into()),
+        };
+        if claims.channel != channel
+            || claims.sub != client.user
+            || (!claims.client.is_empty() && claims.client != client.client_id)
+        {
+            return Err(Disconnect::INVALID_TOKEN.into());
+        }
+        Ok(effective_expiry(claims.exp, claims.expire_at))
+    }
+}

@@ -1,0 +1,121 @@
+//! `hub-server`: parse the command line, set up logging, run.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use hub_server::cli::{self, Cli, Command};
+use hub_server::server;
+
+fn init_logging(level: &str, format: &str) {
+    let filter = if level == "none" { "off" } else { level };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(filter));
+    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if format == "json" {
+        b.json().init();
+    } else {
+        b.init();
+    }
+}
+
+/// Raises the soft open-files limit to the hard limit; returns the new limit.
+fn raise_nofile() -> Option<u64> {
+    rlimit::increase_nofile_limit(u64::MAX).ok()
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match &cli.command {
+        Some(Command::Genconfig) => {
+            let path = cli.config.clone().unwrap_or_else(|| PathBuf::from("config.json"));
+            return finish(cli::genconfig(&path));
+        }
+        Some(Command::Checkconfig) => {
+            if cli.config.is_none() {
+                return finish(Err("checkconfig needs -c <config file>".into()));
+            }
+            return finish(cli::load(&cli).and_then(|l| {
+                if l.unknown_keys.is_empty() {
+                    Ok("config is valid".into())
+                } else {
+                    Err(format!("unknown keys: {}", l.unknown_keys.join(", ")))
+                }
+            }));
+        }
+        Some(Command::Gentoken { user, ttl, quiet }) => {
+            let r = cli::load(&cli).and_then(|l| cli::gentoken(&l.config, user, *ttl));
+            return finish(r.map(|t| {
+                if *quiet {
+                    t
+                } else {
+                    let exp = if *ttl == 0 { "never expires".to_string() } else { format!("expires in {ttl} s") };
+                    format!("HS256 token for user {user:?} ({exp}):\n{t}")
+                }
+            }));
+        }
+        None => {}
+    }
+    let loaded = match cli::load(&cli) {
+        Ok(l) => l,
+        Err(e) => return finish(Err(e)),
+    };
+    let config = loaded.config;
+    init_logging(&config.log.level, &config.log.format);
+    for k in &loaded.unknown_keys {
+        tracing::warn!(key = %k, "unknown config key ignored");
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => return finish(Err(format!("cannot start runtime: {e}"))),
+    };
+    runtime.block_on(async move {
+        let nofile = raise_nofile();
+        let addr: SocketAddr = match format!("{}:{}", config.http_server.address, config.http_server.port).parse() {
+            Ok(a) => a,
+            Err(e) => return finish(Err(format!("invalid http_server.address/port: {e}"))),
+        };
+        if config.grpc_api.enabled {
+            tracing::warn!("grpc_api.enabled is set, but this version serves only the HTTP API");
+        }
+        let app = match server::build(config.clone()).await {
+            Ok(a) => a,
+            Err(e) => return finish(Err(e)),
+        };
+        let listener = match tokio::net::TcpListener::bind(addr).await {
+            Ok(l) => l,
+            Err(e) => return finish(Err(format!("cannot listen on {addr}: {e}"))),
+        };
+        let capacity = nofile.map(|n| n.saturating_sub(64)).unwrap_or(0);
+        tracing::info!(%addr, open_files_limit = ?nofile, approx_max_connections = capacity, "hub-server listening");
+        eprintln!("hub-server {} listening on http://{addr}", env!("CARGO_PKG_VERSION"));
+        eprintln!("  WebSocket:  ws://{addr}/connection/websocket");
+        eprintln!("  server API: POST http://{addr}{}/publish  (header X-API-Key)", config.http_api.handler_prefix);
+        eprintln!("  health:     http://{addr}/health   metrics: http://{addr}/metrics");
+        if config.client.token.hmac_secret_key.is_empty() && !config.client.allow_anonymous_connect_without_token {
+            eprintln!("  note: no token key and no anonymous access configured, so clients cannot connect yet.");
+            eprintln!("        Run `hub-server genconfig` and start with `-c config.json`, then `hub-server gentoken -c config.json -u USER`.");
+        }
+        if config.http_api.key.is_empty() && !config.http_api.insecure {
+            eprintln!("  note: http_api.key is empty, so the server API refuses every call (set it, or run genconfig).");
+        }
+        match server::serve(app, listener, server::shutdown_signal()).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => finish(Err(format!("server failed: {e}"))),
+        }
+    })
+}
+
+fn finish(r: Result<String, String>) -> ExitCode {
+    match r {
+        Ok(msg) => {
+            println!("{msg}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,143 @@
+//! Runs the server: bind, serve, wait for a shutdown signal, drain.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get, post};
+use axum::Router;
+use hub_core::Node;
+use tokio::net::TcpListener;
+
+use crate::api::http::ApiState;
+use crate::api::Executor;
+use crate::config::Config;
+use crate::handler::{Rules, ServerHandler};
+
+/// A started node and its router, before serving.
+pub struct App {
+    /// The hub node.
+    pub node: Node,
+    /// The HTTP routes.
+    pub router: Router,
+    /// The configuration.
+    pub config: Config,
+}
+
+/// Builds the node and the routes from a config (nothing bound yet).
+pub async fn build(config: Config) -> Result<App, String> {
+    let rules = Rules::new(config.clone())?;
+    let node = Node::builder()
+        .config(config.node_config())
+        .handler(ServerHandler(rules.clone()))
+        .start()
+        .await
+        .map_err(|e| format!("cannot start node: {e}"))?;
+    crate::metrics::handle();
+    let api = ApiState {
+        executor: Executor::new(node.clone(), rules.clone()),
+        key: config.http_api.key.clone(),
+        insecure: config.http_api.insecure,
+        transport_errors: config.http_api.error_mode == "transport",
+    };
+    let prefix = config.http_api.handler_prefix.trim_end_matches('/');
+    let api_router = Router::new()
+        .route(&format!("{prefix}/{{method}}"), post(crate::api::http::handle))
+        .with_state(api);
+    let router = Router::new()
+        .route("/connection/websocket", any(websocket))
+        .route("/health", get(health))
+        .route("/ready", get(ready))
+        .route("/metrics", get(metrics))
+        .with_state(node.clone())
+        .merge(api_router);
+    Ok(App {
+        node,
+        router,
+        config,
+    })
+}
+
+async fn websocket(
+    State(node): State<Node>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    req: Request,
+) -> Response {
+    node.accept_websocket(req, Some(addr)).into_response()
+}
+
+async fn health() -> impl IntoResponse {
+    ([(axum::http::header::CONTENT_TYPE, "application/json")], "{}")
+}
+
+async fn ready(State(node): State<Node>) -> Response {
+    if node.is_shutting_down() {
+        (StatusCode::SERVICE_UNAVAILABLE, "draining").into_response()
+    } else {
+        ([(axum::http::header::CONTENT_TYPE, "application/json")], "{}").into_response()
+    }
+}
+
+async fn metrics() -> impl IntoResponse {
+    (
+        [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        crate::metrics::render(),
+    )
+}
+
+/// Serves `app` on `listener` until `shutdown` completes, then drains: clients are closed
+/// with 3001 spread over the drain window, and the call returns within the shutdown timeout.
+pub async fn serve(app: App, listener: TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+    let node = app.node.clone();
+    let window = app.config.shutdown.drain_window;
+    let timeout = app.config.shutdown.timeout;
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let drained = Arc::new(tokio::sync::Notify::new());
+    let drained2 = drained.clone();
+    let drain_node = node.clone();
+    tokio::spawn(async move {
+        shutdown.await;
+        tracing::info!(clients = drain_node.num_clients(), "shutting down: draining clients");
+        let _ = stop_tx.send(());
+        let _ = tokio::time::timeout(timeout, drain_node.shutdown(window)).await;
+        drained2.notify_one();
+    });
+    let server = axum::serve(
+        listener,
+        app.router
+            .into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        let _ = stop_rx.await;
+    });
+    server.await?;
+    // Upgraded connections are not tracked by the HTTP server: wait for the drain.
+    let _ = tokio::time::timeout(timeout, drained.notified()).await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}
