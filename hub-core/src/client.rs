@@ -227,7 +227,10 @@ impl Client {
                 continue;
             }
             let recover = req.subs.get(&sub.channel);
-            match self.subscribe_channel(&sub.channel, sub.options, recover).await {
+            match self
+                .subscribe_channel(&sub.channel, sub.options, recover)
+                .await
+            {
                 Ok((res, last)) => {
                     pending.push((sub.channel.clone(), last));
                     subs.insert(sub.channel, res);
@@ -556,7 +559,13 @@ impl Client {
     }
 
     async fn on_send(&mut self, req: SendRequest) -> CmdResult {
-        match self.node.inner.handler.on_message(&self.ctx, req.data).await {
+        match self
+            .node
+            .inner
+            .handler
+            .on_message(&self.ctx, req.data)
+            .await
+        {
             Ok(()) => Ok(()),
             Err(Reject::Disconnect(d)) => Err(d),
             Err(Reject::Error(e)) => {
@@ -586,7 +595,13 @@ impl Client {
         if req.token.is_empty() {
             return Err(Disconnect::BAD_REQUEST);
         }
-        let d = match self.node.inner.handler.on_refresh(&self.ctx, &req.token).await {
+        let d = match self
+            .node
+            .inner
+            .handler
+            .on_refresh(&self.ctx, &req.token)
+            .await
+        {
             Ok(d) => d,
             Err(r) => return self.refuse(id, r),
         };
@@ -758,7 +773,10 @@ impl Client {
         if self.pong_deadline.is_some_and(|d| now >= d) {
             return Err(Disconnect::NO_PONG);
         }
-        if self.expires.is_some_and(|e| now >= e + cfg.expired_close_delay) {
+        if self
+            .expires
+            .is_some_and(|e| now >= e + cfg.expired_close_delay)
+        {
             return Err(Disconnect::EXPIRED);
         }
         if self.next_ping.is_some_and(|p| now >= p) {
@@ -771,7 +789,10 @@ impl Client {
         let expired: Vec<String> = self
             .channels
             .iter()
-            .filter(|(_, st)| st.expires.is_some_and(|e| now >= e + cfg.expired_close_delay))
+            .filter(|(_, st)| {
+                st.expires
+                    .is_some_and(|e| now >= e + cfg.expired_close_delay)
+            })
             .map(|(c, _)| c.clone())
             .collect();
         for channel in expired {

@@ -198,7 +198,12 @@ pub trait Handler: Send + Sync + 'static {
     }
 
     /// Answers a client RPC. Default: error 104.
-    async fn on_rpc(&self, client: &ClientContext, method: &str, data: Bytes) -> Result<Bytes, Reject> {
+    async fn on_rpc(
+        &self,
+        client: &ClientContext,
+        method: &str,
+        data: Bytes,
+    ) -> Result<Bytes, Reject> {
         let _ = (client, method, data);
         Err(Error::METHOD_NOT_FOUND.into())
     }
@@ -210,7 +215,11 @@ pub trait Handler: Send + Sync + 'static {
     }
 
     /// Renews a connection with a new token. Default: error 108.
-    async fn on_refresh(&self, client: &ClientContext, token: &str) -> Result<RefreshDecision, Reject> {
+    async fn on_refresh(
+        &self,
+        client: &ClientContext,
+        token: &str,
+    ) -> Result<RefreshDecision, Reject> {
         let _ = (client, token);
         Err(Error::NOT_AVAILABLE.into())
     }

@@ -85,7 +85,12 @@ impl Hub {
     }
 
     /// Adds a subscriber; true if it is the channel's first on this node.
-    pub(crate) fn add_sub(&self, channel: &str, client: Arc<ClientShared>, push_join_leave: bool) -> bool {
+    pub(crate) fn add_sub(
+        &self,
+        channel: &str,
+        client: Arc<ClientShared>,
+        push_join_leave: bool,
+    ) -> bool {
         let mut shard = lock(&self.channels[shard_of(channel)]);
         let first = !shard.contains_key(channel);
         let subs = shard.entry(channel.to_owned()).or_default();

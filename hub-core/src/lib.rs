@@ -48,7 +48,7 @@ pub use async_trait::async_trait;
 pub use error::{Disconnect, EngineError, Error, Reject};
 pub use handler::{
     ChannelAction, ClientContext, ConnectingEvent, Credentials, Handler, PublishDecision,
-    PublishEvent, RefreshDecision, RefuseAll, ServerSubscription, SubscribeEvent,
-    SubscribeOptions, TransportInfo,
+    PublishEvent, RefreshDecision, RefuseAll, ServerSubscription, SubscribeEvent, SubscribeOptions,
+    TransportInfo,
 };
 pub use node::{Node, NodeBuilder, NodeConfig, NodeInfo};

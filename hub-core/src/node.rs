@@ -13,7 +13,9 @@ use crate::handler::{Handler, RefuseAll, SubscribeOptions};
 use crate::hub::Hub;
 use crate::outbox::Control;
 use crate::presence::{MemoryPresence, PresenceStore};
-use crate::protocol::{ClientInfo, HistoryResult, PresenceStatsResult, Publication, StreamPosition};
+use crate::protocol::{
+    ClientInfo, HistoryResult, PresenceStatsResult, Publication, StreamPosition,
+};
 
 /// Node settings. Every default is Centrifugo's unless said otherwise.
 #[derive(Debug, Clone)]
@@ -182,7 +184,12 @@ impl NodeBuilder {
 struct NodeEvents(Weak<NodeInner>);
 
 impl BrokerEventHandler for NodeEvents {
-    fn handle_publication(&self, channel: &str, publication: Publication, _position: StreamPosition) {
+    fn handle_publication(
+        &self,
+        channel: &str,
+        publication: Publication,
+        _position: StreamPosition,
+    ) {
         if let Some(n) = self.0.upgrade() {
             n.hub.broadcast_publication(channel, publication);
         }
@@ -274,7 +281,11 @@ impl Node {
 
     /// Drops a channel's history.
     pub async fn remove_history(&self, channel: &str) -> Result<(), Error> {
-        self.inner.broker.remove_history(channel).await.map_err(engine)
+        self.inner
+            .broker
+            .remove_history(channel)
+            .await
+            .map_err(engine)
     }
 
     /// Who is present in a channel.
@@ -297,7 +308,13 @@ impl Node {
 
     /// Subscribes a user's connections on this node to a channel (all of them, or one
     /// `client`). They receive a `subscribe` push.
-    pub fn subscribe_user(&self, user: &str, channel: &str, options: SubscribeOptions, client: Option<&str>) {
+    pub fn subscribe_user(
+        &self,
+        user: &str,
+        channel: &str,
+        options: SubscribeOptions,
+        client: Option<&str>,
+    ) {
         for c in self.targets(user, client) {
             c.control(Control::Subscribe {
                 channel: channel.to_owned(),
@@ -316,7 +333,13 @@ impl Node {
     }
 
     /// Disconnects a user's connections on this node, sparing those in `whitelist`.
-    pub fn disconnect_user(&self, user: &str, disconnect: Disconnect, client: Option<&str>, whitelist: &[String]) {
+    pub fn disconnect_user(
+        &self,
+        user: &str,
+        disconnect: Disconnect,
+        client: Option<&str>,
+        whitelist: &[String],
+    ) {
         for c in self.targets(user, client) {
             if !whitelist.iter().any(|w| **w == *c.id) {
                 c.control(Control::Disconnect(disconnect.clone()));
@@ -325,7 +348,14 @@ impl Node {
     }
 
     /// Refreshes a user's connections on this node: a new expiry, new info, or expired now.
-    pub fn refresh_user(&self, user: &str, client: Option<&str>, expired: bool, expire_at: Option<u64>, info: Option<Bytes>) {
+    pub fn refresh_user(
+        &self,
+        user: &str,
+        client: Option<&str>,
+        expired: bool,
+        expire_at: Option<u64>,
+        info: Option<Bytes>,
+    ) {
         for c in self.targets(user, client) {
             c.control(Control::Refresh {
                 expired,

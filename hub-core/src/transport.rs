@@ -54,7 +54,9 @@ pub(crate) fn origin_allowed(allowed: &[String], origin: Option<&str>, host: Opt
         let origin_host = origin.split("://").nth(1).unwrap_or("");
         return host.is_some_and(|h| h.eq_ignore_ascii_case(origin_host));
     }
-    allowed.iter().any(|p| glob_match(&p.to_ascii_lowercase(), &origin))
+    allowed
+        .iter()
+        .any(|p| glob_match(&p.to_ascii_lowercase(), &origin))
 }
 
 /// `*` matches any run of characters.
@@ -82,9 +84,16 @@ impl Node {
     /// the response to send (101, or a 4xx/5xx with a plain-text reason). Works with any
     /// request body type, so axum and plain hyper handlers can call it; the connection
     /// itself runs on a spawned task.
-    pub fn accept_websocket<B>(&self, mut req: Request<B>, remote_addr: Option<SocketAddr>) -> Response<String> {
+    pub fn accept_websocket<B>(
+        &self,
+        mut req: Request<B>,
+        remote_addr: Option<SocketAddr>,
+    ) -> Response<String> {
         if req.method() != Method::GET {
-            return plain(StatusCode::METHOD_NOT_ALLOWED, "websocket upgrade needs GET");
+            return plain(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "websocket upgrade needs GET",
+            );
         }
         let headers = req.headers();
         if !header_has_token(headers, header::CONNECTION, "upgrade")
@@ -92,8 +101,15 @@ impl Node {
         {
             return plain(StatusCode::BAD_REQUEST, "not a websocket upgrade request");
         }
-        if headers.get(header::SEC_WEBSOCKET_VERSION).map(|v| v.as_bytes()) != Some(b"13") {
-            return plain(StatusCode::BAD_REQUEST, "unsupported websocket version (need 13)");
+        if headers
+            .get(header::SEC_WEBSOCKET_VERSION)
+            .map(|v| v.as_bytes())
+            != Some(b"13")
+        {
+            return plain(
+                StatusCode::BAD_REQUEST,
+                "unsupported websocket version (need 13)",
+            );
         }
         let Some(key) = headers.get(header::SEC_WEBSOCKET_KEY) else {
             return plain(StatusCode::BAD_REQUEST, "missing sec-websocket-key");
@@ -115,12 +131,11 @@ impl Node {
             .filter_map(|v| v.to_str().ok())
             .flat_map(|s| s.split(',').map(|p| p.trim().to_owned()))
             .collect();
-        let wants_protobuf = req
-            .uri()
-            .query()
-            .is_some_and(|q| q.split('&').any(|kv| kv == "format=protobuf" || kv == "cf_protocol=protobuf"))
-            || (protocols.iter().any(|p| p == "centrifuge-protobuf")
-                && !protocols.iter().any(|p| p == "centrifuge-json"));
+        let wants_protobuf = req.uri().query().is_some_and(|q| {
+            q.split('&')
+                .any(|kv| kv == "format=protobuf" || kv == "cf_protocol=protobuf")
+        }) || (protocols.iter().any(|p| p == "centrifuge-protobuf")
+            && !protocols.iter().any(|p| p == "centrifuge-json"));
         if wants_protobuf {
             return plain(
                 StatusCode::BAD_REQUEST,
@@ -183,7 +198,10 @@ where
     run(node, ws, id, info).instrument(span).await;
 }
 
-async fn write_frames<S>(ws: &mut WebSocketStream<S>, items: std::collections::VecDeque<Bytes>) -> Result<(), WsError>
+async fn write_frames<S>(
+    ws: &mut WebSocketStream<S>,
+    items: std::collections::VecDeque<Bytes>,
+) -> Result<(), WsError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -297,14 +315,29 @@ mod tests {
     fn origins_default_to_same_host() {
         assert!(origin_allowed(&[], None, Some("a.com")));
         assert!(origin_allowed(&[], Some("https://a.com"), Some("a.com")));
-        assert!(!origin_allowed(&[], Some("https://evil.com"), Some("a.com")));
+        assert!(!origin_allowed(
+            &[],
+            Some("https://evil.com"),
+            Some("a.com")
+        ));
     }
 
     #[test]
     fn origin_patterns() {
-        let allowed = vec!["https://*.example.com".to_owned(), "http://localhost:3000".to_owned()];
-        assert!(origin_allowed(&allowed, Some("https://app.example.com"), None));
-        assert!(origin_allowed(&allowed, Some("http://localhost:3000"), None));
+        let allowed = vec![
+            "https://*.example.com".to_owned(),
+            "http://localhost:3000".to_owned(),
+        ];
+        assert!(origin_allowed(
+            &allowed,
+            Some("https://app.example.com"),
+            None
+        ));
+        assert!(origin_allowed(
+            &allowed,
+            Some("http://localhost:3000"),
+            None
+        ));
         assert!(!origin_allowed(&allowed, Some("https://example.org"), None));
         assert!(origin_allowed(&["*".to_owned()], Some("https://x.y"), None));
     }

@@ -231,28 +231,50 @@ mod tests {
 
     #[test]
     fn valid_hs256_token_gives_its_claims() {
-        let t = make_hs256("secret", &json!({"sub": "42", "info": {"name": "Ann"}, "channels": ["a"]})).unwrap();
+        let t = make_hs256(
+            "secret",
+            &json!({"sub": "42", "info": {"name": "Ann"}, "channels": ["a"]}),
+        )
+        .unwrap();
         let c = verifier().verify_connect(&t).unwrap();
         assert_eq!(c.sub, "42");
         assert_eq!(c.channels, vec!["a"]);
-        assert_eq!(&info_bytes(&c.info, &c.b64info).unwrap()[..], br#"{"name":"Ann"}"#);
+        assert_eq!(
+            &info_bytes(&c.info, &c.b64info).unwrap()[..],
+            br#"{"name":"Ann"}"#
+        );
     }
 
     #[test]
     fn expired_and_invalid_tokens_are_told_apart() {
         let t = make_hs256("secret", &json!({"sub": "1", "exp": now() - 10})).unwrap();
-        assert_eq!(verifier().verify_connect(&t).unwrap_err(), TokenError::Expired);
+        assert_eq!(
+            verifier().verify_connect(&t).unwrap_err(),
+            TokenError::Expired
+        );
         let t = make_hs256("other", &json!({"sub": "1"})).unwrap();
-        assert!(matches!(verifier().verify_connect(&t), Err(TokenError::Invalid(_))));
-        assert!(matches!(verifier().verify_connect("garbage"), Err(TokenError::Invalid(_))));
+        assert!(matches!(
+            verifier().verify_connect(&t),
+            Err(TokenError::Invalid(_))
+        ));
+        assert!(matches!(
+            verifier().verify_connect("garbage"),
+            Err(TokenError::Invalid(_))
+        ));
     }
 
     #[test]
     fn subscription_tokens_cannot_connect_and_need_a_channel() {
         let t = make_hs256("secret", &json!({"sub": "1", "channel": "x"})).unwrap();
-        assert!(matches!(verifier().verify_connect(&t), Err(TokenError::Invalid(_))));
+        assert!(matches!(
+            verifier().verify_connect(&t),
+            Err(TokenError::Invalid(_))
+        ));
         let t = make_hs256("secret", &json!({"sub": "1"})).unwrap();
-        assert!(matches!(verifier().verify_subscribe(&t), Err(TokenError::Invalid(_))));
+        assert!(matches!(
+            verifier().verify_subscribe(&t),
+            Err(TokenError::Invalid(_))
+        ));
     }
 
     #[test]

@@ -420,6 +420,53 @@ fn merge(base: &mut serde_json::Value, over: serde_json::Value) {
     }
 }
 
+/// The dotted path of a value serde rejects (serde's own errors do not say where): each
+/// leaf of `value` is tried alone over the defaults, which are complete, so only a bad leaf
+/// fails. Array elements are tried one at a time, whole.
+fn invalid_key(value: &serde_json::Value) -> Option<String> {
+    use serde_json::Value;
+    fn fails(defaults: &Value, path: &[String], v: &Value) -> bool {
+        let mut candidate = defaults.clone();
+        let mut slot = &mut candidate;
+        for k in path {
+            if !slot.is_object() {
+                *slot = Value::Object(serde_json::Map::new());
+            }
+            slot = match slot.as_object_mut() {
+                Some(m) => m.entry(k.clone()).or_insert(Value::Null),
+                None => return false,
+            };
+        }
+        *slot = v.clone();
+        serde_json::from_value::<Config>(candidate).is_err()
+    }
+    fn walk(defaults: &Value, path: &mut Vec<String>, v: &Value) -> Option<String> {
+        match v {
+            Value::Object(m) => {
+                for (k, child) in m {
+                    path.push(k.clone());
+                    let found = walk(defaults, path, child);
+                    path.pop();
+                    if found.is_some() {
+                        return found;
+                    }
+                }
+            }
+            Value::Array(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    if fails(defaults, path, &Value::Array(vec![item.clone()])) {
+                        return Some(format!("{}[{i}]", path.join(".")));
+                    }
+                }
+            }
+            _ => {}
+        }
+        (!path.is_empty() && fails(defaults, path, v)).then(|| path.join("."))
+    }
+    let defaults = serde_json::to_value(Config::default()).ok()?;
+    walk(&defaults, &mut Vec::new(), value)
+}
+
 /// Loads the configuration: defaults, then the file (if any), then the environment.
 pub fn load(path: Option<&Path>, env: &BTreeMap<String, String>) -> Result<Loaded, String> {
     let mut value = serde_json::to_value(Config::default()).map_err(|e| e.to_string())?;
@@ -435,8 +482,13 @@ pub fn load(path: Option<&Path>, env: &BTreeMap<String, String>) -> Result<Loade
     }
     apply_env(&mut value, env);
     let mut unknown_keys = Vec::new();
-    let config: Config = serde_ignored::deserialize(value, |p| unknown_keys.push(p.to_string()))
-        .map_err(|e| format!("invalid config: {e}"))?;
+    let config: Config =
+        serde_ignored::deserialize(value.clone(), |p| unknown_keys.push(p.to_string())).map_err(
+            |e| match invalid_key(&value) {
+                Some(key) => format!("invalid config: {key}: {e}"),
+                None => format!("invalid config: {e}"),
+            },
+        )?;
     config.validate()?;
     Ok(Loaded {
         config,
@@ -553,7 +605,12 @@ mod tests {
         let chat = c.channel.options_for("chat:room").unwrap();
         assert_eq!(chat.history_ttl, Duration::from_secs(300));
         assert!(chat.history_enabled() && chat.force_recovery && chat.presence);
-        assert!(c.channel.options_for("news").unwrap().allow_subscribe_for_client);
+        assert!(
+            c.channel
+                .options_for("news")
+                .unwrap()
+                .allow_subscribe_for_client
+        );
         assert!(c.channel.options_for("nope:x").is_none());
     }
 
@@ -561,14 +618,24 @@ mod tests {
     fn toml_and_yaml_work_too() {
         let t = load_str("toml", "[http_server]\nport = 9002\n", &[]).unwrap();
         assert_eq!(t.config.http_server.port, 9002);
-        let y = load_str("yaml", "http_server:\n  port: 9003\nclient:\n  ping_interval: 10s\n", &[]).unwrap();
+        let y = load_str(
+            "yaml",
+            "http_server:\n  port: 9003\nclient:\n  ping_interval: 10s\n",
+            &[],
+        )
+        .unwrap();
         assert_eq!(y.config.http_server.port, 9003);
         assert_eq!(y.config.client.ping_interval, Duration::from_secs(10));
     }
 
     #[test]
     fn unknown_keys_are_reported() {
-        let l = load_str("json", r#"{"http_server": {"prot": 1}, "nonsense": true}"#, &[]).unwrap();
+        let l = load_str(
+            "json",
+            r#"{"http_server": {"prot": 1}, "nonsense": true}"#,
+            &[],
+        )
+        .unwrap();
         assert_eq!(l.unknown_keys.len(), 2, "{:?}", l.unknown_keys);
         assert!(l.unknown_keys.iter().any(|k| k.contains("prot")));
     }
@@ -578,7 +645,10 @@ mod tests {
         let l = load_str(
             "json",
             r#"{"http_server": {"port": 9001}}"#,
-            &[("HUB_HTTP_SERVER_PORT", "9100"), ("CENTRIFUGO_HTTP_API_KEY", "envkey")],
+            &[
+                ("HUB_HTTP_SERVER_PORT", "9100"),
+                ("CENTRIFUGO_HTTP_API_KEY", "envkey"),
+            ],
         )
         .unwrap();
         assert_eq!(l.config.http_server.port, 9100);
@@ -589,6 +659,18 @@ mod tests {
     fn invalid_values_get_clear_errors() {
         let e = load_str("json", r#"{"client": {"ping_interval": "5x"}}"#, &[]).unwrap_err();
         assert!(e.contains("unknown unit"), "{e}");
+        assert!(e.contains("client.ping_interval"), "{e}");
+        let e = load_str("json", r#"{"http_server": {"port": "x"}}"#, &[]).unwrap_err();
+        assert!(e.contains("http_server.port"), "{e}");
+        let e = load_str(
+            "json",
+            r#"{"channel": {"namespaces": [{"name": "a"}, {"name": "b", "history_ttl": true}]}}"#,
+            &[],
+        )
+        .unwrap_err();
+        assert!(e.contains("channel.namespaces[1]"), "{e}");
+        let e = load_str("json", r#"{"client": {"allowed_origins": "*"}}"#, &[]).unwrap_err();
+        assert!(e.contains("client.allowed_origins"), "{e}");
         let e = load_str(
             "json",
             r#"{"channel": {"namespaces": [{"name": "a", "force_recovery": true}]}}"#,

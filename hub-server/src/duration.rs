@@ -38,7 +38,11 @@ pub fn parse(s: &str) -> Result<Duration, String> {
             "s" => 1.0,
             "m" => 60.0,
             "h" => 3600.0,
-            u => return Err(format!("unknown unit {u:?} in duration {s:?} (use ms, s, m, h)")),
+            u => {
+                return Err(format!(
+                    "unknown unit {u:?} in duration {s:?} (use ms, s, m, h)"
+                ))
+            }
         };
         total += n * factor;
         rest = &rest[unit_len..];

@@ -113,7 +113,10 @@ impl Handler for ServerHandler {
         channels.extend(claims.subs.iter().map(|(c, o)| (c.clone(), Some(o))));
         for (channel, sub_opts) in channels {
             let Ok(o) = rules.channel_options(&channel) else {
-                tracing::info!(channel, "server-side subscription to unknown namespace skipped");
+                tracing::info!(
+                    channel,
+                    "server-side subscription to unknown namespace skipped"
+                );
                 continue;
             };
             let mut options = Rules::server_subscribe_options(o);
@@ -189,7 +192,8 @@ impl Handler for ServerHandler {
     ) -> Result<PublishDecision, Reject> {
         let o = self.0.channel_options(&e.channel)?;
         let anonymous = client.user.is_empty();
-        let allowed = (o.allow_publish_for_client || (o.allow_publish_for_subscriber && e.subscribed))
+        let allowed = (o.allow_publish_for_client
+            || (o.allow_publish_for_subscriber && e.subscribed))
             && (!anonymous || o.allow_publish_for_anonymous);
         if !allowed {
             return Err(Error::PERMISSION_DENIED.into());
@@ -234,7 +238,11 @@ impl Handler for ServerHandler {
         }
     }
 
-    async fn on_refresh(&self, client: &ClientContext, token: &str) -> Result<RefreshDecision, Reject> {
+    async fn on_refresh(
+        &self,
+        client: &ClientContext,
+        token: &str,
+    ) -> Result<RefreshDecision, Reject> {
         let claims = match self.0.conn.verify_connect(token) {
             Ok(c) => c,
             Err(TokenError::Expired) => return Err(Disconnect::EXPIRED.into()),

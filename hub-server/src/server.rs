@@ -45,7 +45,10 @@ pub async fn build(config: Config) -> Result<App, String> {
     };
     let prefix = config.http_api.handler_prefix.trim_end_matches('/');
     let api_router = Router::new()
-        .route(&format!("{prefix}/{{method}}"), post(crate::api::http::handle))
+        .route(
+            &format!("{prefix}/{{method}}"),
+            post(crate::api::http::handle),
+        )
         .with_state(api);
     let router = Router::new()
         .route("/connection/websocket", any(websocket))
@@ -70,27 +73,41 @@ async fn websocket(
 }
 
 async fn health() -> impl IntoResponse {
-    ([(axum::http::header::CONTENT_TYPE, "application/json")], "{}")
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        "{}",
+    )
 }
 
 async fn ready(State(node): State<Node>) -> Response {
     if node.is_shutting_down() {
         (StatusCode::SERVICE_UNAVAILABLE, "draining").into_response()
     } else {
-        ([(axum::http::header::CONTENT_TYPE, "application/json")], "{}").into_response()
+        (
+            [(axum::http::header::CONTENT_TYPE, "application/json")],
+            "{}",
+        )
+            .into_response()
     }
 }
 
 async fn metrics() -> impl IntoResponse {
     (
-        [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
         crate::metrics::render(),
     )
 }
 
 /// Serves `app` on `listener` until `shutdown` completes, then drains: clients are closed
 /// with 3001 spread over the drain window, and the call returns within the shutdown timeout.
-pub async fn serve(app: App, listener: TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+pub async fn serve(
+    app: App,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     let node = app.node.clone();
     let window = app.config.shutdown.drain_window;
     let timeout = app.config.shutdown.timeout;
@@ -100,7 +117,10 @@ pub async fn serve(app: App, listener: TcpListener, shutdown: impl Future<Output
     let drain_node = node.clone();
     tokio::spawn(async move {
         shutdown.await;
-        tracing::info!(clients = drain_node.num_clients(), "shutting down: draining clients");
+        tracing::info!(
+            clients = drain_node.num_clients(),
+            "shutting down: draining clients"
+        );
         let _ = stop_tx.send(());
         let _ = tokio::time::timeout(timeout, drain_node.shutdown(window)).await;
         drained2.notify_one();

@@ -266,7 +266,10 @@ mod tests {
             assert_eq!(sp.epoch, epoch);
         }
         let (pubs, top) = b.history("c", &filter(None, -1, false)).await.unwrap();
-        assert_eq!(pubs.iter().map(|p| p.offset).collect::<Vec<_>>(), vec![3, 4, 5]);
+        assert_eq!(
+            pubs.iter().map(|p| p.offset).collect::<Vec<_>>(),
+            vec![3, 4, 5]
+        );
         assert_eq!(top.offset, 5);
     }
 

@@ -61,9 +61,10 @@ impl PresenceStore for MemoryPresence {
         let mut map = self.shards[shard_of(channel)]
             .lock()
             .unwrap_or_else(|e| e.into_inner());
-        map.entry(channel.to_owned())
-            .or_default()
-            .insert(info.client.clone(), (info.clone(), Instant::now() + self.ttl));
+        map.entry(channel.to_owned()).or_default().insert(
+            info.client.clone(),
+            (info.clone(), Instant::now() + self.ttl),
+        );
         Ok(())
     }
 
@@ -82,7 +83,9 @@ impl PresenceStore for MemoryPresence {
 
     async fn presence(&self, channel: &str) -> Result<HashMap<String, ClientInfo>, EngineError> {
         Ok(self.with_live(channel, |e| {
-            e.iter().map(|(k, (info, _))| (k.clone(), info.clone())).collect()
+            e.iter()
+                .map(|(k, (info, _))| (k.clone(), info.clone()))
+                .collect()
         }))
     }
 

@@ -24,9 +24,7 @@ pub fn decode_commands(frame: &[u8]) -> impl Iterator<Item = Result<Command, Dec
     frame
         .split(|b| *b == b'\n')
         .filter(|seg| seg.iter().any(|b| !b.is_ascii_whitespace()))
-        .map(|seg| {
-            serde_json::from_slice::<Command>(seg).map_err(|e| DecodeError(e.to_string()))
-        })
+        .map(|seg| serde_json::from_slice::<Command>(seg).map_err(|e| DecodeError(e.to_string())))
 }
 
 /// Why a reply could not be encoded: it carries a payload that is not JSON (binary data),
@@ -156,7 +154,15 @@ mod tests {
 
     #[test]
     fn malformed_json_is_an_error_not_a_panic() {
-        for bad in ["{", "[1,2]", "\"x\"", "{\"id\":-1}", "{\"id\":\"x\"}", "nul", "{\"connect\":5,\"id\":1}"] {
+        for bad in [
+            "{",
+            "[1,2]",
+            "\"x\"",
+            "{\"id\":-1}",
+            "{\"id\":\"x\"}",
+            "nul",
+            "{\"connect\":5,\"id\":1}",
+        ] {
             let r = decode_all(bad);
             assert!(r[0].is_err(), "{bad} should fail");
         }
@@ -201,11 +207,17 @@ mod tests {
             r#"{"id":5,"history":{"publications":[],"epoch":"","offset":0}}"#
         );
         assert_eq!(
-            encode(&Reply::new(6, ReplyBody::PresenceStats(PresenceStatsResult::default()))),
+            encode(&Reply::new(
+                6,
+                ReplyBody::PresenceStats(PresenceStatsResult::default())
+            )),
             r#"{"id":6,"presence_stats":{"num_clients":0,"num_users":0}}"#
         );
         assert_eq!(
-            encode(&Reply::new(7, ReplyBody::Presence(PresenceResult::default()))),
+            encode(&Reply::new(
+                7,
+                ReplyBody::Presence(PresenceResult::default())
+            )),
             r#"{"id":7,"presence":{"presence":{}}}"#
         );
     }

@@ -101,10 +101,16 @@ pub struct ClientInfo {
     /// Connection id (always written).
     pub client: String,
     /// Connection info from the connect credentials (raw JSON).
-    #[serde(skip_serializing_if = "Bytes::is_empty", serialize_with = "write_raw_json")]
+    #[serde(
+        skip_serializing_if = "Bytes::is_empty",
+        serialize_with = "write_raw_json"
+    )]
     pub conn_info: Bytes,
     /// Channel info from the subscription (raw JSON).
-    #[serde(skip_serializing_if = "Bytes::is_empty", serialize_with = "write_raw_json")]
+    #[serde(
+        skip_serializing_if = "Bytes::is_empty",
+        serialize_with = "write_raw_json"
+    )]
     pub chan_info: Bytes,
 }
 
@@ -194,7 +200,10 @@ pub struct SubscribePush {
     #[serde(skip_serializing_if = "is_zero")]
     pub positioned: bool,
     /// Custom data.
-    #[serde(skip_serializing_if = "Bytes::is_empty", serialize_with = "write_raw_json")]
+    #[serde(
+        skip_serializing_if = "Bytes::is_empty",
+        serialize_with = "write_raw_json"
+    )]
     pub data: Bytes,
 }
 
@@ -213,7 +222,10 @@ pub struct ConnectResult {
     #[serde(skip_serializing_if = "is_zero")]
     pub ttl: u32,
     /// Custom data for the client.
-    #[serde(skip_serializing_if = "Bytes::is_empty", serialize_with = "write_raw_json")]
+    #[serde(
+        skip_serializing_if = "Bytes::is_empty",
+        serialize_with = "write_raw_json"
+    )]
     pub data: Bytes,
     /// Server-side subscriptions.
     #[serde(skip_serializing_if = "HashMap::is_empty")]
@@ -254,7 +266,10 @@ pub struct SubscribeResult {
     #[serde(skip_serializing_if = "is_zero")]
     pub positioned: bool,
     /// Custom data.
-    #[serde(skip_serializing_if = "Bytes::is_empty", serialize_with = "write_raw_json")]
+    #[serde(
+        skip_serializing_if = "Bytes::is_empty",
+        serialize_with = "write_raw_json"
+    )]
     pub data: Bytes,
     /// A recovery was attempted.
     #[serde(skip_serializing_if = "is_zero")]
@@ -292,7 +307,10 @@ pub struct HistoryResult {
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct RpcResult {
     /// Payload.
-    #[serde(skip_serializing_if = "Bytes::is_empty", serialize_with = "write_raw_json")]
+    #[serde(
+        skip_serializing_if = "Bytes::is_empty",
+        serialize_with = "write_raw_json"
+    )]
     pub data: Bytes,
 }
 

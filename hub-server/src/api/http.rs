@@ -31,7 +31,13 @@ fn same(a: &[u8], b: &[u8]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-fn authorized(st: &ApiState, headers: &HeaderMap, query: &std::collections::HashMap<String, String>) -> bool {
+/// Centrifugo's check: `X-API-Key` if set, else `Authorization: apikey <key>`; when that
+/// does not authorize, `?api_key=` still may. Empty header values count as absent.
+fn authorized(
+    st: &ApiState,
+    headers: &HeaderMap,
+    query: &std::collections::HashMap<String, String>,
+) -> bool {
     if st.insecure {
         return true;
     }
@@ -39,17 +45,28 @@ fn authorized(st: &ApiState, headers: &HeaderMap, query: &std::collections::Hash
         return false;
     }
     let key = st.key.as_bytes();
-    if let Some(v) = headers.get("x-api-key") {
-        return same(v.as_bytes(), key);
-    }
-    if let Some(v) = headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
+    let header = |name| {
+        headers
+            .get(name)
+            .map(|v| v.as_bytes())
+            .filter(|v| !v.is_empty())
+    };
+    let by_header = if let Some(v) = header(axum::http::HeaderName::from_static("x-api-key")) {
+        same(v, key)
+    } else if let Some(v) =
+        header(axum::http::header::AUTHORIZATION).and_then(|v| std::str::from_utf8(v).ok())
+    {
         let parts: Vec<&str> = v.split_whitespace().collect();
-        return parts.len() == 2 && parts[0].eq_ignore_ascii_case("apikey") && same(parts[1].as_bytes(), key);
-    }
-    if let Some(k) = query.get("api_key") {
-        return same(k.as_bytes(), key);
-    }
-    false
+        parts.len() == 2
+            && parts[0].eq_ignore_ascii_case("apikey")
+            && same(parts[1].as_bytes(), key)
+    } else {
+        false
+    };
+    by_header
+        || query
+            .get("api_key")
+            .is_some_and(|k| same(k.as_bytes(), key))
 }
 
 fn status_of(e: &Error) -> StatusCode {
@@ -64,7 +81,12 @@ fn status_of(e: &Error) -> StatusCode {
 }
 
 fn json_response(status: StatusCode, body: String) -> Response {
-    (status, [(axum::http::header::CONTENT_TYPE, "application/json")], body).into_response()
+    (
+        status,
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        body,
+    )
+        .into_response()
 }
 
 /// `POST {prefix}/{method}`
@@ -82,23 +104,35 @@ pub async fn handle(
         || headers
             .get("x-centrifugo-error-mode")
             .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"transport"));
-    let text = if body.iter().all(u8::is_ascii_whitespace) { "{}" } else {
+    let text = if body.iter().all(u8::is_ascii_whitespace) {
+        "{}"
+    } else {
         match std::str::from_utf8(&body) {
             Ok(t) => t,
-            Err(_) => return (StatusCode::BAD_REQUEST, "request body is not UTF-8").into_response(),
+            Err(_) => {
+                return (StatusCode::BAD_REQUEST, "request body is not UTF-8").into_response()
+            }
         }
     };
     let params: &RawValue = match serde_json::from_str(text) {
         Ok(p) => p,
         Err(e) => {
-            return (StatusCode::BAD_REQUEST, format!("request body is not valid JSON: {e}"))
+            return (
+                StatusCode::BAD_REQUEST,
+                format!("request body is not valid JSON: {e}"),
+            )
                 .into_response()
         }
     };
     if !params.get().trim_start().starts_with('{') {
-        return (StatusCode::BAD_REQUEST, "request body must be a JSON object").into_response();
+        return (
+            StatusCode::BAD_REQUEST,
+            "request body must be a JSON object",
+        )
+            .into_response();
     }
-    metrics::counter!("hub_api_calls_total", "method" => method.clone(), "transport" => "http").increment(1);
+    metrics::counter!("hub_api_calls_total", "method" => method.clone(), "transport" => "http")
+        .increment(1);
     match st.executor.call(&method, params).await {
         Ok(result) => json_response(
             StatusCode::OK,

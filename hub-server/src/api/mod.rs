@@ -321,7 +321,8 @@ impl Executor {
         require("channel", &r.channel)?;
         self.rules.channel_options(&r.channel)?;
         let data = payload(&r.data, &r.b64data)?;
-        self.publish_bytes(&r.channel, data, r.skip_history, r.tags).await
+        self.publish_bytes(&r.channel, data, r.skip_history, r.tags)
+            .await
     }
 
     /// `broadcast`: the same publication to several channels; one response per channel.
@@ -390,7 +391,8 @@ impl Executor {
     pub async fn unsubscribe(&self, r: UnsubscribeRequest) -> Result<Empty> {
         require("channel", &r.channel)?;
         require("user", &r.user)?;
-        self.node.unsubscribe_user(&r.user, &r.channel, opt(&r.client));
+        self.node
+            .unsubscribe_user(&r.user, &r.channel, opt(&r.client));
         Ok(Empty {})
     }
 
@@ -475,7 +477,14 @@ impl Executor {
             .channels()
             .into_iter()
             .filter(|(c, _)| r.pattern.is_empty() || glob(r.pattern.as_bytes(), c.as_bytes()))
-            .map(|(c, n)| (c, ChannelInfo { num_clients: n as u32 }))
+            .map(|(c, n)| {
+                (
+                    c,
+                    ChannelInfo {
+                        num_clients: n as u32,
+                    },
+                )
+            })
             .collect();
         Ok(ChannelsResult { channels })
     }

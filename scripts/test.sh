@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# The whole test suite, on a fresh machine: installs what it needs (Node and npm, the
+# centrifuge npm client from the lockfile, redis-server), then checks formatting and lints and
+# runs every test.
+#
+#   bash scripts/test.sh
+#
+# The cargo target dir defaults to ~/.cache/hub/target (outside the clone) so repeated runs
+# and CI reuse the build; set CARGO_TARGET_DIR to use another.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/hub/target}"
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+
+log() { printf '\n== %s\n' "$*"; }
+
+apt_updated=0
+need_pkg() { # need_pkg COMMAND DEBIAN_PACKAGE...
+  local cmd="$1"; shift
+  if ! command -v "$cmd" >/dev/null 2>&1; then
+    log "installing $* (for $cmd)"
+    if [ "$apt_updated" = 0 ]; then
+      apt-get update -qq
+      apt_updated=1
+    fi
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+  fi
+}
+
+need_pkg node nodejs
+need_pkg npm npm
+need_pkg redis-server redis-server
+
+log "npm clients for the acceptance tests and examples (from their package-lock.json)"
+for dir in tests/js examples/node-subscriber examples/browser; do
+  npm ci --prefix "$dir" --no-audit --no-fund --loglevel=error
+done
+
+log "cargo fmt --check"
+cargo fmt --all -- --check
+
+log "cargo clippy -D warnings"
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+
+log "cargo test"
+cargo test --workspace
