@@ -58,9 +58,20 @@ pub fn env_map() -> BTreeMap<String, String> {
     std::env::vars().collect()
 }
 
+/// The config file read when `-c` is not given and the file exists (as Centrifugo does).
+pub const DEFAULT_CONFIG_FILE: &str = "config.json";
+
+/// The config file in force: `-c`, else `./config.json` if it exists, else none.
+pub fn config_path(cli: &Cli) -> Option<PathBuf> {
+    cli.config.clone().or_else(|| {
+        let p = PathBuf::from(DEFAULT_CONFIG_FILE);
+        p.exists().then_some(p)
+    })
+}
+
 /// Loads the config and applies the command-line overrides.
 pub fn load(cli: &Cli) -> Result<Loaded, String> {
-    let mut loaded = config::load(cli.config.as_deref(), &env_map())?;
+    let mut loaded = config::load(config_path(cli).as_deref(), &env_map())?;
     let c = &mut loaded.config;
     if let Some(a) = &cli.address {
         c.http_server.address = a.clone();
@@ -78,7 +89,66 @@ pub fn load(cli: &Cli) -> Result<Loaded, String> {
 }
 
 fn secret() -> String {
-    format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple())
+    format!(
+        "{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    )
+}
+
+/// Origins of the local pages: the server itself and the browser example (port 3000).
+fn local_origins() -> Vec<String> {
+    [
+        "http://localhost:8000",
+        "http://127.0.0.1:8000",
+        "http://localhost:3000",
+        "http://127.0.0.1:3000",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+/// Starter channel options: authenticated clients subscribe to channels without namespace,
+/// with presence, 100 publications of history for 300 s, and recovery.
+fn starter_channel_options(o: &mut config::ChannelOptions) {
+    o.allow_subscribe_for_client = true;
+    o.presence = true;
+    o.allow_presence_for_subscriber = true;
+    o.history_size = 100;
+    o.history_ttl = std::time::Duration::from_secs(300);
+    o.allow_history_for_subscriber = true;
+    o.force_recovery = true;
+}
+
+/// What [`dev_defaults`] filled in, to show the user once.
+#[derive(Debug, Default)]
+pub struct DevSettings {
+    /// A generated HMAC secret for connection tokens, if one was generated.
+    pub hmac_secret_key: Option<String>,
+    /// A generated API key, if one was generated.
+    pub api_key: Option<String>,
+}
+
+/// Makes a config-less start a working development node: a generated token secret and API
+/// key (only where none is set, e.g. by environment) for this run, the starter channel
+/// options when channels were left at their defaults, and local origins.
+pub fn dev_defaults(c: &mut Config) -> DevSettings {
+    let mut dev = DevSettings::default();
+    if !c.client.token.has_keys() {
+        c.client.token.hmac_secret_key = secret();
+        dev.hmac_secret_key = Some(c.client.token.hmac_secret_key.clone());
+    }
+    if c.http_api.key.is_empty() && !c.http_api.insecure {
+        c.http_api.key = secret();
+        dev.api_key = Some(c.http_api.key.clone());
+    }
+    if c.channel.without_namespace == config::ChannelOptions::default() {
+        starter_channel_options(&mut c.channel.without_namespace);
+    }
+    if c.client.allowed_origins.is_empty() {
+        c.client.allowed_origins = local_origins();
+    }
+    dev
 }
 
 /// `genconfig`: writes a starter config with fresh secrets.
@@ -89,12 +159,8 @@ pub fn genconfig(path: &Path) -> Result<String, String> {
     let mut c = Config::default();
     c.client.token.hmac_secret_key = secret();
     c.http_api.key = secret();
-    c.client.allowed_origins = vec!["http://localhost:8000".into(), "http://127.0.0.1:8000".into()];
-    c.channel.without_namespace.allow_subscribe_for_client = true;
-    c.channel.without_namespace.presence = true;
-    c.channel.without_namespace.history_size = 100;
-    c.channel.without_namespace.history_ttl = std::time::Duration::from_secs(300);
-    c.channel.without_namespace.force_recovery = true;
+    c.client.allowed_origins = local_origins();
+    starter_channel_options(&mut c.channel.without_namespace);
     let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("json");
     let text = match ext {
         "toml" => toml::to_string_pretty(&c).map_err(|e| e.to_string())?,

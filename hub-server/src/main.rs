@@ -12,7 +12,9 @@ fn init_logging(level: &str, format: &str) {
     let filter = if level == "none" { "off" } else { level };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(filter));
-    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if format == "json" {
         b.json().init();
     } else {
@@ -29,7 +31,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match &cli.command {
         Some(Command::Genconfig) => {
-            let path = cli.config.clone().unwrap_or_else(|| PathBuf::from("config.json"));
+            let path = cli
+                .config
+                .clone()
+                .unwrap_or_else(|| PathBuf::from("config.json"));
             return finish(cli::genconfig(&path));
         }
         Some(Command::Checkconfig) => {
@@ -50,7 +55,11 @@ fn main() -> ExitCode {
                 if *quiet {
                     t
                 } else {
-                    let exp = if *ttl == 0 { "never expires".to_string() } else { format!("expires in {ttl} s") };
+                    let exp = if *ttl == 0 {
+                        "never expires".to_string()
+                    } else {
+                        format!("expires in {ttl} s")
+                    };
                     format!("HS256 token for user {user:?} ({exp}):\n{t}")
                 }
             }));
@@ -61,12 +70,24 @@ fn main() -> ExitCode {
         Ok(l) => l,
         Err(e) => return finish(Err(e)),
     };
-    let config = loaded.config;
+    let config_file = cli::config_path(&cli);
+    let mut config = loaded.config;
+    let dev = if config_file.is_none() {
+        Some(cli::dev_defaults(&mut config))
+    } else {
+        None
+    };
     init_logging(&config.log.level, &config.log.format);
+    if let Some(p) = &config_file {
+        tracing::info!(path = %p.display(), "config loaded");
+    }
     for k in &loaded.unknown_keys {
         tracing::warn!(key = %k, "unknown config key ignored");
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => return finish(Err(format!("cannot start runtime: {e}"))),
     };
@@ -93,18 +114,50 @@ fn main() -> ExitCode {
         eprintln!("  WebSocket:  ws://{addr}/connection/websocket");
         eprintln!("  server API: POST http://{addr}{}/publish  (header X-API-Key)", config.http_api.handler_prefix);
         eprintln!("  health:     http://{addr}/health   metrics: http://{addr}/metrics");
-        if config.client.token.hmac_secret_key.is_empty() && !config.client.allow_anonymous_connect_without_token {
-            eprintln!("  note: no token key and no anonymous access configured, so clients cannot connect yet.");
-            eprintln!("        Run `hub-server genconfig` and start with `-c config.json`, then `hub-server gentoken -c config.json -u USER`.");
-        }
-        if config.http_api.key.is_empty() && !config.http_api.insecure {
-            eprintln!("  note: http_api.key is empty, so the server API refuses every call (set it, or run genconfig).");
+        match &dev {
+            Some(dev) => print_dev_help(&config, addr, dev),
+            None => {
+                if !config.client.token.has_keys() && !config.client.allow_anonymous_connect_without_token {
+                    eprintln!("  note: no token key and no anonymous access configured, so clients cannot connect yet.");
+                    eprintln!("        Set client.token.hmac_secret_key, then `hub-server gentoken -c CONFIG -u USER`.");
+                }
+                if config.http_api.key.is_empty() && !config.http_api.insecure {
+                    eprintln!("  note: http_api.key is empty, so the server API refuses every call.");
+                }
+            }
         }
         match server::serve(app, listener, server::shutdown_signal()).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => finish(Err(format!("server failed: {e}"))),
         }
     })
+}
+
+/// Tells a user who started without a config what to do next.
+fn print_dev_help(config: &hub_server::config::Config, addr: SocketAddr, dev: &cli::DevSettings) {
+    eprintln!();
+    eprintln!("  No config file (-c, or ./config.json): running with development settings.");
+    if let Some(k) = &dev.hmac_secret_key {
+        eprintln!("  Token secret for this run (HS256): {k}");
+    }
+    if let Some(k) = &dev.api_key {
+        eprintln!("  API key for this run:              {k}");
+    }
+    if let Ok(t) = cli::gentoken(config, "demo", 86400) {
+        eprintln!("  A token for user \"demo\" (24 h):    {t}");
+    }
+    eprintln!();
+    eprintln!(
+        "  Next: subscribe with examples/node-subscriber (or examples/browser), then publish:"
+    );
+    eprintln!(
+        "    curl -X POST -H 'X-API-Key: {}' -d '{{\"channel\":\"news\",\"data\":{{\"text\":\"hi\"}}}}' http://{addr}{}/publish",
+        config.http_api.key, config.http_api.handler_prefix
+    );
+    eprintln!(
+        "  For a lasting setup: `hub-server genconfig` writes config.json with fresh secrets."
+    );
+    eprintln!();
 }
 
 fn finish(r: Result<String, String>) -> ExitCode {
