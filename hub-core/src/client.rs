@@ -13,6 +13,7 @@ use crate::handler::{
     ChannelAction, ClientContext, ConnectingEvent, PublishEvent, SubscribeEvent, SubscribeOptions,
     TransportInfo,
 };
+use crate::limits::{CommandLimiter, Verdict};
 use crate::node::Node;
 use crate::outbox::{ClientShared, Control};
 use crate::protocol::json::{decode_commands, encode_reply};
@@ -47,6 +48,7 @@ pub(crate) struct Client {
     next_ping: Option<Instant>,
     pong_deadline: Option<Instant>,
     next_presence: Option<Instant>,
+    limiter: Option<CommandLimiter>,
 }
 
 type CmdResult = Result<(), Disconnect>;
@@ -72,7 +74,12 @@ impl Client {
             user: String::new(),
             info: Bytes::new(),
         };
+        let limiter = node
+            .config()
+            .command_rate_limit
+            .and_then(|l| CommandLimiter::new(l, node.config().command_abuse_limit));
         Client {
+            limiter,
             node,
             shared,
             transport,
@@ -144,12 +151,33 @@ impl Client {
                     self.pong_deadline = None;
                     Ok(())
                 }
-                Request::Send(s) if self.status == Status::Connected => self.on_send(s).await,
+                Request::Send(s) if self.status == Status::Connected => {
+                    // No id, so no error reply: a send over the rate is dropped.
+                    match self.limiter.as_mut().map_or(Verdict::Allow, |l| l.check()) {
+                        Verdict::Allow => self.on_send(s).await,
+                        Verdict::Refuse => {
+                            metrics::counter!("hub_commands_rate_limited_total").increment(1);
+                            Ok(())
+                        }
+                        Verdict::Abuse => Err(Disconnect::TOO_MANY_REQUESTS),
+                    }
+                }
                 _ => Err(Disconnect::BAD_REQUEST),
             };
         }
         if self.status == Status::Connecting && !matches!(req, Request::Connect(_)) {
             return Err(Disconnect::BAD_REQUEST);
+        }
+        if let Some(limiter) = &mut self.limiter {
+            match limiter.check() {
+                Verdict::Allow => {}
+                Verdict::Refuse => {
+                    metrics::counter!("hub_commands_rate_limited_total").increment(1);
+                    self.reply_error(id, &Error::TOO_MANY_REQUESTS);
+                    return Ok(());
+                }
+                Verdict::Abuse => return Err(Disconnect::TOO_MANY_REQUESTS),
+            }
         }
         let started = Instant::now();
         let r = match req {
@@ -209,6 +237,13 @@ impl Client {
             self.reply_error(id, &Error::EXPIRED);
             return Ok(());
         }
+        let user_limit = self.node.config().user_connection_limit;
+        if user_limit > 0
+            && !creds.user.is_empty()
+            && self.node.inner.hub.user_connection_count(&creds.user) >= user_limit
+        {
+            return Err(Disconnect::CONNECTION_LIMIT);
+        }
         self.expires = expires;
         self.ctx.user = creds.user;
         self.ctx.info = creds.info;
@@ -224,6 +259,10 @@ impl Client {
         let mut pending = Vec::new();
         for sub in creds.subscriptions {
             if self.channels.contains_key(&sub.channel) {
+                continue;
+            }
+            if self.channels.len() >= cfg.channel_limit {
+                debug!(channel = %sub.channel, "server-side subscription over the channel limit skipped");
                 continue;
             }
             let recover = req.subs.get(&sub.channel);
@@ -402,6 +441,9 @@ impl Client {
         if self.channels.contains_key(&req.channel) {
             self.reply_error(id, &Error::ALREADY_SUBSCRIBED);
             return Ok(());
+        }
+        if self.channels.len() >= self.node.config().channel_limit {
+            return Err(Disconnect::CHANNEL_LIMIT);
         }
         let event = SubscribeEvent {
             channel: req.channel.clone(),
@@ -674,6 +716,10 @@ impl Client {
             Control::Disconnect(d) => Err(d),
             Control::Subscribe { channel, options } => {
                 if self.channels.contains_key(&channel) {
+                    return Ok(());
+                }
+                if self.channels.len() >= self.node.config().channel_limit {
+                    debug!(channel, "server subscribe over the channel limit skipped");
                     return Ok(());
                 }
                 match self.subscribe_channel(&channel, options, None).await {

@@ -63,6 +63,13 @@ impl Hub {
         }
     }
 
+    /// How many connections a user has on this node.
+    pub(crate) fn user_connection_count(&self, user: &str) -> usize {
+        lock(&self.users[shard_of(user)])
+            .get(user)
+            .map_or(0, HashMap::len)
+    }
+
     /// The connections of a user on this node.
     pub(crate) fn user_clients(&self, user: &str) -> Vec<Arc<ClientShared>> {
         lock(&self.users[shard_of(user)])

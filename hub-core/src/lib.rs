@@ -37,6 +37,7 @@ mod client;
 mod error;
 mod handler;
 mod hub;
+mod limits;
 mod node;
 mod outbox;
 pub mod presence;
@@ -51,4 +52,5 @@ pub use handler::{
     PublishEvent, RefreshDecision, RefuseAll, ServerSubscription, SubscribeEvent, SubscribeOptions,
     TransportInfo,
 };
+pub use limits::RateLimit;
 pub use node::{Node, NodeBuilder, NodeConfig, NodeInfo};

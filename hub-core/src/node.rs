@@ -11,6 +11,7 @@ use crate::broker::{Broker, BrokerEventHandler, HistoryFilter, MemoryBroker, Pub
 use crate::error::{Disconnect, EngineError, Error};
 use crate::handler::{Handler, RefuseAll, SubscribeOptions};
 use crate::hub::Hub;
+use crate::limits::{AcceptGate, RateLimit};
 use crate::outbox::Control;
 use crate::presence::{MemoryPresence, PresenceStore};
 use crate::protocol::{
@@ -50,6 +51,25 @@ pub struct NodeConfig {
     /// Origins allowed to open a WebSocket (`*` = any, `https://*.example.com` patterns).
     /// Empty: only requests without `Origin` or with an origin whose host is the request's.
     pub allowed_origins: Vec<String>,
+    /// Commands one connection may send (default 100/s, bursts of 200; pongs are free).
+    /// Over it a command gets error 111; `None` = no limit.
+    pub command_rate_limit: Option<RateLimit>,
+    /// Refusals within 10 s after which a connection is closed with 3013 (default 50).
+    pub command_abuse_limit: u32,
+    /// Most open sockets on this node (default 0 = no cap besides the open-files limit).
+    /// Above it new upgrades get HTTP 503 with `Retry-After`; existing connections go on.
+    pub connection_limit: usize,
+    /// New connections per second on this node (default `None` = no limit); over it, 503.
+    pub connection_rate_limit: Option<RateLimit>,
+    /// New connections per second from one IP address (default `None`); over it, 429.
+    pub connection_rate_limit_per_ip: Option<RateLimit>,
+    /// Most connections of one user on this node (default 0 = no limit); over it, 3504.
+    pub user_connection_limit: usize,
+    /// Most channels one connection may subscribe to (default 128); over it, 3505.
+    pub channel_limit: usize,
+    /// Scheduling lag above which new connections are shed with 503 while existing ones
+    /// keep being served (default 500 ms; zero turns shedding off).
+    pub overload_lag: Duration,
 }
 
 impl Default for NodeConfig {
@@ -69,6 +89,17 @@ impl Default for NodeConfig {
             write_timeout: Duration::from_secs(5),
             channel_max_length: 255,
             allowed_origins: Vec::new(),
+            command_rate_limit: Some(RateLimit {
+                per_second: 100,
+                burst: 200,
+            }),
+            command_abuse_limit: 50,
+            connection_limit: 0,
+            connection_rate_limit: None,
+            connection_rate_limit_per_ip: None,
+            user_connection_limit: 0,
+            channel_limit: 128,
+            overload_lag: Duration::from_millis(500),
         }
     }
 }
@@ -100,6 +131,7 @@ pub(crate) struct NodeInner {
     pub(crate) broker: Arc<dyn Broker>,
     pub(crate) presence: Arc<dyn PresenceStore>,
     pub(crate) hub: Hub,
+    pub(crate) gate: Arc<AcceptGate>,
     uid: String,
     started: Instant,
     shutting_down: AtomicBool,
@@ -163,8 +195,16 @@ impl NodeBuilder {
         let presence = self
             .presence
             .unwrap_or_else(|| Arc::new(MemoryPresence::default()));
+        let gate = Arc::new(AcceptGate::new(
+            self.config.connection_limit,
+            self.config.connection_rate_limit,
+            self.config.connection_rate_limit_per_ip,
+            self.config.overload_lag,
+        ));
+        AcceptGate::spawn_monitor(&gate);
         let inner = Arc::new(NodeInner {
             config: self.config,
+            gate,
             handler: self.handler,
             broker: broker.clone(),
             presence,
@@ -388,6 +428,17 @@ impl Node {
     /// Number of connections on this node.
     pub fn num_clients(&self) -> usize {
         self.inner.hub.num_clients()
+    }
+
+    /// Open WebSocket sockets on this node, including those not yet past `connect`.
+    pub fn num_sockets(&self) -> usize {
+        self.inner.gate.sockets()
+    }
+
+    /// The runtime's scheduling lag as last measured (a load indicator; above
+    /// [`NodeConfig::overload_lag`] new connections are shed).
+    pub fn scheduling_lag(&self) -> Duration {
+        self.inner.gate.lag()
     }
 
     /// Whether [`shutdown`](Self::shutdown) has begun.

@@ -161,6 +161,11 @@ impl ClientShared {
         self.notify.notify_one();
     }
 
+    /// The disconnect the connection is closing with, if any.
+    pub(crate) fn closing(&self) -> Option<Disconnect> {
+        self.lock().close.clone()
+    }
+
     /// Takes what is queued to write: the frames, then a pending close.
     pub(crate) fn take(&self) -> (VecDeque<Bytes>, Option<Disconnect>, Vec<Control>) {
         let mut ob = self.lock();

@@ -125,6 +125,18 @@ impl Node {
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             return r;
         }
+        let permit = match self.inner.gate.admit(remote_addr.map(|a| a.ip())) {
+            Ok(p) => p,
+            Err(refusal) => {
+                let status =
+                    StatusCode::from_u16(refusal.status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+                let mut r = plain(status, refusal.reason);
+                if let Ok(v) = HeaderValue::from_str(&refusal.retry_after.to_string()) {
+                    r.headers_mut().insert(header::RETRY_AFTER, v);
+                }
+                return r;
+            }
+        };
         let protocols: Vec<String> = headers
             .get_all(header::SEC_WEBSOCKET_PROTOCOL)
             .iter()
@@ -152,6 +164,8 @@ impl Node {
         let on_upgrade = hyper::upgrade::on(&mut req);
         let node = self.clone();
         tokio::spawn(async move {
+            // The socket holds its place among the node's connections until it closes.
+            let _permit = permit;
             match on_upgrade.await {
                 Ok(upgraded) => {
                     let io = TokioIo::new(upgraded);
@@ -220,6 +234,42 @@ where
     ws.flush().await
 }
 
+/// Writes queued frames, unless the connection is cut meanwhile: a reader so slow that its
+/// queue overflows (3008) does not hold its task (and its memory) for the whole write
+/// timeout.
+async fn write_or_abort<S>(
+    ws: &mut WebSocketStream<S>,
+    shared: &ClientShared,
+    items: std::collections::VecDeque<Bytes>,
+    timeout: Duration,
+) -> Result<(), Disconnect>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let write = tokio::time::timeout(timeout, write_frames(ws, items));
+    tokio::pin!(write);
+    let mut woken = false;
+    let r = loop {
+        tokio::select! {
+            r = &mut write => break match r {
+                Ok(Ok(())) => Ok(()),
+                _ => Err(Disconnect::WRITE_ERROR),
+            },
+            _ = shared.notify.notified() => {
+                woken = true;
+                if let Some(d) = shared.closing().filter(|d| *d == Disconnect::SLOW) {
+                    break Err(d);
+                }
+            }
+        }
+    };
+    if woken {
+        // The wake-up was for the main loop (new frames or controls): pass it on.
+        shared.notify.notify_one();
+    }
+    r
+}
+
 async fn run<S>(node: Node, mut ws: WebSocketStream<S>, id: Arc<str>, info: TransportInfo)
 where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -240,9 +290,9 @@ where
                     if let Err(d) = client.handle_control(c).await { stop = Some(d); }
                 }
                 if !items.is_empty() {
-                    match tokio::time::timeout(cfg.write_timeout, write_frames(&mut ws, items)).await {
-                        Ok(Ok(())) => {}
-                        _ => { write_failed = true; break Disconnect::WRITE_ERROR; }
+                    if let Err(d) = write_or_abort(&mut ws, &shared, items, cfg.write_timeout).await {
+                        write_failed = true;
+                        break d;
                     }
                 }
                 if let Some(d) = stop {

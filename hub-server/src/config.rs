@@ -138,6 +138,29 @@ pub struct Client {
     pub history_max_publication_limit: usize,
     /// Most publications a recovery returns (default 300).
     pub recovery_max_publication_limit: usize,
+    /// Commands per second one connection may send (default 100; 0 = no limit). Over it a
+    /// command gets error 111.
+    pub command_rate_limit: u32,
+    /// Burst of commands allowed at once (default 200).
+    pub command_rate_burst: u32,
+    /// Refused commands within 10 s after which the connection is closed with 3013
+    /// (default 50; 0 = never).
+    pub command_abuse_limit: u32,
+    /// Most open WebSocket connections on this node (default 0 = only the open-files limit).
+    /// Over it new connections get HTTP 503 with `Retry-After`.
+    pub connection_limit: usize,
+    /// New connections per second on this node (default 0 = no limit); over it, 503.
+    pub connection_rate_limit: u32,
+    /// New connections per second from one IP address (default 0 = no limit); over it, 429.
+    pub connection_rate_limit_per_ip: u32,
+    /// Most connections of one user on this node (default 0 = no limit); over it, 3504.
+    pub user_connection_limit: usize,
+    /// Most channels one connection may subscribe to (default 128); over it, 3505.
+    pub channel_limit: usize,
+    /// Scheduling lag above which new connections are shed with 503 (default `500ms`;
+    /// `0s` turns shedding off).
+    #[serde(with = "serde_go")]
+    pub overload_lag: Duration,
 }
 
 impl Default for Client {
@@ -157,6 +180,15 @@ impl Default for Client {
             max_message_size: n.max_message_size,
             history_max_publication_limit: n.history_max_publication_limit,
             recovery_max_publication_limit: n.recovery_max_publication_limit,
+            command_rate_limit: n.command_rate_limit.map_or(0, |l| l.per_second),
+            command_rate_burst: n.command_rate_limit.map_or(0, |l| l.burst),
+            command_abuse_limit: n.command_abuse_limit,
+            connection_limit: n.connection_limit,
+            connection_rate_limit: 0,
+            connection_rate_limit_per_ip: 0,
+            user_connection_limit: n.user_connection_limit,
+            channel_limit: n.channel_limit,
+            overload_lag: n.overload_lag,
         }
     }
 }
@@ -560,6 +592,20 @@ impl Config {
         n.recovery_max_publication_limit = c.recovery_max_publication_limit;
         n.channel_max_length = self.channel.max_length;
         n.allowed_origins = c.allowed_origins.clone();
+        let rate = |per_second: u32, burst: u32| {
+            (per_second > 0).then_some(hub_core::RateLimit { per_second, burst })
+        };
+        n.command_rate_limit = rate(c.command_rate_limit, c.command_rate_burst.max(1));
+        n.command_abuse_limit = c.command_abuse_limit;
+        n.connection_limit = c.connection_limit;
+        n.connection_rate_limit = rate(c.connection_rate_limit, c.connection_rate_limit);
+        n.connection_rate_limit_per_ip = rate(
+            c.connection_rate_limit_per_ip,
+            c.connection_rate_limit_per_ip,
+        );
+        n.user_connection_limit = c.user_connection_limit;
+        n.channel_limit = c.channel_limit;
+        n.overload_lag = c.overload_lag;
         n
     }
 }

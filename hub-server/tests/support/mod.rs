@@ -40,7 +40,8 @@ pub fn config(extra: serde_json::Value) -> Config {
             "allowed_origins": ["*"],
             "ping_interval": "1s",
             "pong_timeout": "800ms",
-            "expired_close_delay": "1s"
+            "expired_close_delay": "1s",
+            "overload_lag": "0s"
         },
         "http_api": {"key": API_KEY},
         "channel": {
