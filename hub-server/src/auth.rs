@@ -246,6 +246,33 @@ mod tests {
     }
 
     #[test]
+    fn rs256_tokens_verify_with_the_public_key_only() {
+        // A key pair made for this test only (tests/data).
+        let private = include_str!("../tests/data/rsa_test_private.pem");
+        let public = include_str!("../tests/data/rsa_test_public.pem");
+        let key = jsonwebtoken::EncodingKey::from_rsa_pem(private.as_bytes()).unwrap();
+        let t = jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(Algorithm::RS256),
+            &json!({"sub": "rsa-user", "exp": now() + 60}),
+            &key,
+        )
+        .unwrap();
+        let v = Verifier::new(&TokenConfig {
+            rsa_public_key: public.into(),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(v.verify_connect(&t).unwrap().sub, "rsa-user");
+        // An HS256 token is refused when only an RSA key is configured.
+        let hs = make_hs256("secret", &json!({"sub": "x"})).unwrap();
+        assert!(matches!(v.verify_connect(&hs), Err(TokenError::Invalid(_))));
+        // A tampered RS256 token is refused.
+        let mut bad = t.clone();
+        bad.replace_range(bad.len() - 4.., "AAAA");
+        assert!(matches!(v.verify_connect(&bad), Err(TokenError::Invalid(_))));
+    }
+
+    #[test]
     fn expired_and_invalid_tokens_are_told_apart() {
         let t = make_hs256("secret", &json!({"sub": "1", "exp": now() - 10})).unwrap();
         assert_eq!(
