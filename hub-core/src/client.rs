@@ -39,7 +39,8 @@ struct ChannelState {
 pub(crate) struct Client {
     node: Node,
     shared: Arc<ClientShared>,
-    transport: TransportInfo,
+    /// The upgrade request, until `connect` hands it to the handler (then freed).
+    transport: Option<TransportInfo>,
     status: Status,
     ctx: ClientContext,
     opened: Instant,
@@ -82,7 +83,7 @@ impl Client {
             limiter,
             node,
             shared,
-            transport,
+            transport: Some(transport),
             status: Status::Connecting,
             ctx,
             opened: Instant::now(),
@@ -216,7 +217,7 @@ impl Client {
         }
         let event = ConnectingEvent {
             client_id: self.ctx.client_id.clone(),
-            transport: self.transport.clone(),
+            transport: self.transport.take().unwrap_or_default(),
             token: req.token,
             data: req.data,
             name: req.name,
@@ -254,7 +255,8 @@ impl Client {
             .add_client(&self.ctx.user, self.shared.clone());
         metrics::counter!("hub_connects_total").increment(1);
 
-        let cfg = self.node.config().clone();
+        let node = self.node.clone();
+        let cfg = node.config();
         let mut subs = HashMap::new();
         let mut pending = Vec::new();
         for sub in creds.subscriptions {
@@ -806,7 +808,8 @@ impl Client {
     /// Time-driven work: stale and expiry checks, pings, pong timeouts, presence refresh.
     pub(crate) async fn on_timer(&mut self) -> CmdResult {
         let now = Instant::now();
-        let cfg = self.node.config().clone();
+        let node = self.node.clone();
+        let cfg = node.config();
         if self.status == Status::Connecting {
             if now >= self.opened + cfg.stale_close_delay {
                 return Err(Disconnect::STALE);

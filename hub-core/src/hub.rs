@@ -4,12 +4,11 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use bytes::Bytes;
-
 use crate::error::Disconnect;
-use crate::outbox::ClientShared;
+use crate::outbox::{ClientShared, Frame};
 use crate::protocol::json::encode_reply;
 use crate::protocol::{ClientInfo, Publication, Push, PushBody, Reply};
+use crate::transport::deflate::{self, CompressionConfig};
 use crate::util::{shard_of, SHARDS};
 
 struct Subscriber {
@@ -25,6 +24,7 @@ pub(crate) struct Hub {
     users: Vec<Mutex<UserShard>>,
     num_clients: AtomicUsize,
     num_subs: AtomicUsize,
+    compression: CompressionConfig,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -32,8 +32,9 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Hub {
-    pub(crate) fn new() -> Self {
+    pub(crate) fn new(compression: CompressionConfig) -> Self {
         Hub {
+            compression,
             channels: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
             users: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
             num_clients: AtomicUsize::new(0),
@@ -165,18 +166,32 @@ impl Hub {
         let Some(subs) = shard.get(channel) else {
             return;
         };
-        let encoded: Result<Bytes, _> = encode_reply(push);
+        // Encoded once, and compressed at most once, for every subscriber.
         let mut delivered = 0u64;
-        for sub in subs.values() {
-            if join_leave && !sub.push_join_leave {
-                continue;
+        match encode_reply(push) {
+            Ok(data) => {
+                let mut frame = Frame::from(data);
+                let c = &self.compression;
+                for sub in subs.values() {
+                    if join_leave && !sub.push_join_leave {
+                        continue;
+                    }
+                    if sub.client.deflate
+                        && frame.deflated.is_none()
+                        && frame.data.len() >= c.min_size
+                    {
+                        frame.deflated = Some(deflate::compress(&frame.data, c.level));
+                    }
+                    sub.client.deliver(channel, offset, &frame);
+                    delivered += 1;
+                }
             }
-            match &encoded {
-                Ok(bytes) => sub.client.deliver(channel, offset, bytes),
-                // Binary data cannot reach a JSON client.
-                Err(_) => sub.client.close(Disconnect::INAPPROPRIATE_PROTOCOL),
+            // Binary data cannot reach a JSON client.
+            Err(_) => {
+                for sub in subs.values() {
+                    sub.client.close(Disconnect::INAPPROPRIATE_PROTOCOL);
+                }
             }
-            delivered += 1;
         }
         drop(shard);
         metrics::counter!("hub_deliveries_total").increment(delivered);
@@ -209,5 +224,72 @@ impl Hub {
 
     pub(crate) fn num_channels(&self) -> usize {
         self.channels.iter().map(|s| lock(s).len()).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    fn client(id: &str, deflate: bool) -> Arc<ClientShared> {
+        Arc::new(ClientShared::new(id.into(), 1 << 20, deflate))
+    }
+
+    #[test]
+    fn a_publication_is_encoded_and_compressed_once_for_all_subscribers() {
+        let hub = Hub::new(CompressionConfig {
+            enabled: true,
+            min_size: 16,
+            level: 1,
+        });
+        let subs = [
+            client("a", true),
+            client("b", false),
+            client("c", true),
+            client("d", true),
+        ];
+        for s in &subs {
+            hub.add_sub("news", s.clone(), false);
+        }
+        let p = Publication {
+            data: Bytes::from(format!(r#"{{"text":"{}"}}"#, "hello ".repeat(50))),
+            ..Default::default()
+        };
+        hub.broadcast_publication("news", p);
+        let frames: Vec<Frame> = subs
+            .iter()
+            .map(|s| s.take().0.pop_front().expect("delivered"))
+            .collect();
+        // One encoding shared by all.
+        let data_ptr = frames[0].data.as_ptr();
+        assert!(frames.iter().all(|f| f.data.as_ptr() == data_ptr));
+        // One compression shared by the deflate subscribers.
+        let z: Vec<*const u8> = [0, 2, 3]
+            .iter()
+            .map(|&i| frames[i].deflated.as_ref().expect("compressed").as_ptr())
+            .collect();
+        assert!(z.iter().all(|p| *p == z[0]), "compressed once, shared");
+        let inflated = deflate::decompress(frames[2].deflated.as_ref().unwrap(), 1 << 20).unwrap();
+        assert_eq!(inflated, frames[2].data.to_vec());
+    }
+
+    #[test]
+    fn small_publications_are_not_compressed() {
+        let hub = Hub::new(CompressionConfig {
+            enabled: true,
+            min_size: 1000,
+            level: 1,
+        });
+        let c = client("a", true);
+        hub.add_sub("news", c.clone(), false);
+        hub.broadcast_publication(
+            "news",
+            Publication {
+                data: Bytes::from_static(b"{}"),
+                ..Default::default()
+            },
+        );
+        assert!(c.take().0[0].deflated.is_none());
     }
 }

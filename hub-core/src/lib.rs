@@ -54,3 +54,4 @@ pub use handler::{
 };
 pub use limits::RateLimit;
 pub use node::{Node, NodeBuilder, NodeConfig, NodeInfo};
+pub use transport::deflate::CompressionConfig;

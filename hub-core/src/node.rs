@@ -17,6 +17,7 @@ use crate::presence::{MemoryPresence, PresenceStore};
 use crate::protocol::{
     ClientInfo, HistoryResult, PresenceStatsResult, Publication, StreamPosition,
 };
+use crate::transport::deflate::CompressionConfig;
 
 /// Node settings. Every default is Centrifugo's unless said otherwise.
 #[derive(Debug, Clone)]
@@ -70,6 +71,8 @@ pub struct NodeConfig {
     /// Scheduling lag above which new connections are shed with 503 while existing ones
     /// keep being served (default 500 ms; zero turns shedding off).
     pub overload_lag: Duration,
+    /// permessage-deflate (default off).
+    pub compression: CompressionConfig,
 }
 
 impl Default for NodeConfig {
@@ -100,6 +103,7 @@ impl Default for NodeConfig {
             user_connection_limit: 0,
             channel_limit: 128,
             overload_lag: Duration::from_millis(500),
+            compression: CompressionConfig::default(),
         }
     }
 }
@@ -202,13 +206,14 @@ impl NodeBuilder {
             self.config.overload_lag,
         ));
         AcceptGate::spawn_monitor(&gate);
+        let hub = Hub::new(self.config.compression);
         let inner = Arc::new(NodeInner {
             config: self.config,
             gate,
             handler: self.handler,
             broker: broker.clone(),
             presence,
-            hub: Hub::new(),
+            hub,
             uid: uuid::Uuid::new_v4().to_string(),
             started: Instant::now(),
             shutting_down: AtomicBool::new(false),

@@ -34,13 +34,30 @@ pub(crate) enum Control {
     },
 }
 
+/// One encoded reply or push, with its permessage-deflate form when it was compressed once
+/// for many subscribers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Frame {
+    pub(crate) data: Bytes,
+    pub(crate) deflated: Option<Bytes>,
+}
+
+impl From<Bytes> for Frame {
+    fn from(data: Bytes) -> Self {
+        Frame {
+            data,
+            deflated: None,
+        }
+    }
+}
+
 #[derive(Default)]
 pub(crate) struct Outbox {
-    pub(crate) queue: VecDeque<Bytes>,
+    pub(crate) queue: VecDeque<Frame>,
     bytes: usize,
     /// Channels being subscribed: live publications wait here (offset, encoded push) until
     /// the subscribe reply is queued.
-    buffering: HashMap<Arc<str>, Vec<(u64, Bytes)>>,
+    buffering: HashMap<Arc<str>, Vec<(u64, Frame)>>,
     pub(crate) close: Option<Disconnect>,
     pub(crate) controls: Vec<Control>,
 }
@@ -51,6 +68,8 @@ pub(crate) struct ClientShared {
     outbox: Mutex<Outbox>,
     pub(crate) notify: Notify,
     max_queue_bytes: usize,
+    /// The connection negotiated permessage-deflate.
+    pub(crate) deflate: bool,
 }
 
 /// A gap between what a subscribe reply delivered and the live publications buffered
@@ -59,12 +78,13 @@ pub(crate) struct ClientShared {
 pub(crate) struct Gap;
 
 impl ClientShared {
-    pub(crate) fn new(id: Arc<str>, max_queue_bytes: usize) -> Self {
+    pub(crate) fn new(id: Arc<str>, max_queue_bytes: usize, deflate: bool) -> Self {
         ClientShared {
             id,
             outbox: Mutex::new(Outbox::default()),
             notify: Notify::new(),
             max_queue_bytes,
+            deflate,
         }
     }
 
@@ -72,14 +92,14 @@ impl ClientShared {
         self.outbox.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn push_locked(&self, ob: &mut Outbox, bytes: Bytes) {
+    fn push_locked(&self, ob: &mut Outbox, frame: Frame) {
         if ob.close.is_some() {
             return;
         }
-        ob.bytes += bytes.len();
-        ob.queue.push_back(bytes);
+        ob.bytes += frame.data.len();
+        ob.queue.push_back(frame);
         if ob.bytes > self.max_queue_bytes {
-            ob.queue.clear();
+            ob.queue = VecDeque::new();
             ob.bytes = 0;
             ob.close = Some(Disconnect::SLOW);
             metrics::counter!("hub_slow_consumers_total").increment(1);
@@ -89,20 +109,20 @@ impl ClientShared {
     /// Queues an encoded reply or push.
     pub(crate) fn enqueue(&self, bytes: Bytes) {
         let mut ob = self.lock();
-        self.push_locked(&mut ob, bytes);
+        self.push_locked(&mut ob, bytes.into());
         drop(ob);
         self.notify.notify_one();
     }
 
     /// Queues a live publication of `channel`, or holds it while the channel is being
     /// subscribed.
-    pub(crate) fn deliver(&self, channel: &str, offset: u64, bytes: &Bytes) {
+    pub(crate) fn deliver(&self, channel: &str, offset: u64, frame: &Frame) {
         let mut ob = self.lock();
         if let Some(buf) = ob.buffering.get_mut(channel) {
-            buf.push((offset, bytes.clone()));
+            buf.push((offset, frame.clone()));
             return;
         }
-        self.push_locked(&mut ob, bytes.clone());
+        self.push_locked(&mut ob, frame.clone());
         drop(ob);
         self.notify.notify_one();
     }
@@ -110,6 +130,16 @@ impl ClientShared {
     /// Starts holding live publications of `channel`.
     pub(crate) fn start_buffering(&self, channel: &str) {
         self.lock().buffering.insert(Arc::from(channel), Vec::new());
+    }
+
+    /// Frees what an idle outbox still holds (queue and map capacity).
+    fn shrink(ob: &mut Outbox) {
+        if ob.queue.is_empty() && ob.queue.capacity() > 0 {
+            ob.queue = VecDeque::new();
+        }
+        if ob.buffering.is_empty() && ob.buffering.capacity() > 0 {
+            ob.buffering = HashMap::new();
+        }
     }
 
     /// Stops holding publications of `channel` and queues those after `delivered` (the last
@@ -120,9 +150,12 @@ impl ClientShared {
         let Some(held) = ob.buffering.remove(channel) else {
             return Ok(());
         };
+        if ob.buffering.is_empty() {
+            ob.buffering = HashMap::new();
+        }
         let mut last = delivered;
         let mut result = Ok(());
-        for (offset, bytes) in held {
+        for (offset, frame) in held {
             if offset > 0 && delivered > 0 {
                 if offset <= last {
                     continue;
@@ -133,7 +166,7 @@ impl ClientShared {
                 }
                 last = offset;
             }
-            self.push_locked(&mut ob, bytes);
+            self.push_locked(&mut ob, frame);
         }
         drop(ob);
         self.notify.notify_one();
@@ -167,14 +200,16 @@ impl ClientShared {
     }
 
     /// Takes what is queued to write: the frames, then a pending close.
-    pub(crate) fn take(&self) -> (VecDeque<Bytes>, Option<Disconnect>, Vec<Control>) {
+    pub(crate) fn take(&self) -> (VecDeque<Frame>, Option<Disconnect>, Vec<Control>) {
         let mut ob = self.lock();
         ob.bytes = 0;
-        (
+        let r = (
             std::mem::take(&mut ob.queue),
             ob.close.clone(),
             std::mem::take(&mut ob.controls),
-        )
+        );
+        Self::shrink(&mut ob);
+        r
     }
 }
 
@@ -188,29 +223,30 @@ mod tests {
 
     #[test]
     fn buffered_publications_follow_the_reply_without_duplicates() {
-        let c = ClientShared::new("c".into(), 1 << 20);
+        let c = ClientShared::new("c".into(), 1 << 20, false);
         c.start_buffering("ch");
-        c.deliver("ch", 3, &b("p3"));
-        c.deliver("ch", 4, &b("p4"));
-        c.deliver("other", 0, &b("x"));
+        c.deliver("ch", 3, &b("p3").into());
+        c.deliver("ch", 4, &b("p4").into());
+        c.deliver("other", 0, &b("x").into());
         c.enqueue(b("reply"));
         c.stop_buffering("ch", 3).unwrap();
         let (q, close, _) = c.take();
         assert!(close.is_none());
+        let q: Vec<Bytes> = q.into_iter().map(|f| f.data).collect();
         assert_eq!(q, vec![b("x"), b("reply"), b("p4")]);
     }
 
     #[test]
     fn a_gap_in_buffered_publications_is_reported() {
-        let c = ClientShared::new("c".into(), 1 << 20);
+        let c = ClientShared::new("c".into(), 1 << 20, false);
         c.start_buffering("ch");
-        c.deliver("ch", 7, &b("p7"));
+        c.deliver("ch", 7, &b("p7").into());
         assert!(c.stop_buffering("ch", 5).is_err());
     }
 
     #[test]
     fn overflowing_the_queue_closes_with_slow() {
-        let c = ClientShared::new("c".into(), 10);
+        let c = ClientShared::new("c".into(), 10, false);
         c.enqueue(b("0123456"));
         c.enqueue(b("0123456"));
         let (q, close, _) = c.take();

@@ -269,7 +269,10 @@ mod tests {
         // A tampered RS256 token is refused.
         let mut bad = t.clone();
         bad.replace_range(bad.len() - 4.., "AAAA");
-        assert!(matches!(v.verify_connect(&bad), Err(TokenError::Invalid(_))));
+        assert!(matches!(
+            v.verify_connect(&bad),
+            Err(TokenError::Invalid(_))
+        ));
     }
 
     #[test]

@@ -31,6 +31,31 @@ pub struct Config {
     pub grpc_api: GrpcApi,
     /// Graceful shutdown.
     pub shutdown: Shutdown,
+    /// WebSocket transport options.
+    pub websocket: Websocket,
+}
+
+/// `websocket`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Websocket {
+    /// Negotiate permessage-deflate with clients that offer it (default false).
+    pub compression: bool,
+    /// Messages shorter than this many bytes go uncompressed (default 128).
+    pub compression_min_size: usize,
+    /// Deflate level, 1 (fastest) to 9 (smallest) (default 1).
+    pub compression_level: u32,
+}
+
+impl Default for Websocket {
+    fn default() -> Self {
+        let c = hub_core::CompressionConfig::default();
+        Websocket {
+            compression: c.enabled,
+            compression_min_size: c.min_size,
+            compression_level: c.level,
+        }
+    }
 }
 
 /// `http_server`
@@ -568,6 +593,12 @@ impl Config {
         {
             return Err("client.ping_interval must be greater than client.pong_timeout".into());
         }
+        if !(1..=9).contains(&self.websocket.compression_level) {
+            return Err(format!(
+                "websocket.compression_level {}: use 1 (fastest) to 9 (smallest)",
+                self.websocket.compression_level
+            ));
+        }
         if !self.http_api.error_mode.is_empty() && self.http_api.error_mode != "transport" {
             return Err(format!(
                 "http_api.error_mode {:?}: the only mode is \"transport\"",
@@ -606,6 +637,9 @@ impl Config {
         n.user_connection_limit = c.user_connection_limit;
         n.channel_limit = c.channel_limit;
         n.overload_lag = c.overload_lag;
+        n.compression.enabled = self.websocket.compression;
+        n.compression.min_size = self.websocket.compression_min_size;
+        n.compression.level = self.websocket.compression_level;
         n
     }
 }

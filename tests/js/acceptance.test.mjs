@@ -1,7 +1,8 @@
 // The real centrifuge npm client (5.8.x, Node 20 + ws) against hub-server.
 import { afterEach, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { api, client, disconnectAll, once, sleep, token, unique, now, API_URL } from './helpers.mjs';
+import WebSocket from 'ws';
+import { api, client, disconnectAll, once, sleep, token, unique, now, API_URL, WS_URL } from './helpers.mjs';
 
 afterEach(disconnectAll);
 
@@ -201,4 +202,38 @@ test('a connection whose token expired and is not refreshed is closed with 3005'
   while (!codes.includes(3005) && Date.now() < deadline) await sleep(50);
   c.disconnect();
   assert.ok(codes.includes(3005), `server closed with 3005; client saw ${codes}`);
+});
+
+test('permessage-deflate is negotiated exactly when the server enables it, and large messages flow both ways', async () => {
+  const expected = process.env.HUB_COMPRESSION === '1';
+  const ws = new WebSocket(WS_URL, { perMessageDeflate: true });
+  await new Promise((resolve, reject) => {
+    ws.once('open', resolve);
+    ws.once('error', reject);
+  });
+  assert.equal(ws.extensions.includes('permessage-deflate'), expected, `extensions: ${ws.extensions}`);
+  const replies = [];
+  ws.on('message', (m) => {
+    for (const line of m.toString().split('\n')) if (line) replies.push(JSON.parse(line));
+  });
+  const waitFor = async (pred) => {
+    const deadline = Date.now() + 5000;
+    while (Date.now() < deadline) {
+      const r = replies.find(pred);
+      if (r) return r;
+      await sleep(10);
+    }
+    throw new Error(`no reply matched; got ${JSON.stringify(replies)}`);
+  };
+  const channel = unique('chat:big');
+  const text = 'lorem ipsum dolor sit amet '.repeat(400);
+  ws.send(JSON.stringify({ id: 1, connect: { token: token({ sub: unique('z') }), data: { pad: text } } }));
+  await waitFor((r) => r.id === 1 && r.connect);
+  ws.send(JSON.stringify({ id: 2, subscribe: { channel } }));
+  await waitFor((r) => r.id === 2 && r.subscribe);
+  ws.send(JSON.stringify({ id: 3, publish: { channel, data: { text } } }));
+  await waitFor((r) => r.id === 3 && r.publish);
+  const pub = await waitFor((r) => r.push && r.push.pub);
+  assert.equal(pub.push.pub.data.text, text);
+  ws.close();
 });
