@@ -43,5 +43,22 @@ cargo fmt --all -- --check
 log "cargo clippy -D warnings"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 
+log "fuzz: a short run of each target (cargo fuzz / libFuzzer; FUZZ_SECONDS each, default 20)"
+if ! command -v cargo-fuzz >/dev/null 2>&1; then
+  cargo install cargo-fuzz --locked --quiet
+fi
+# cargo fuzz needs unstable compiler flags: RUSTC_BOOTSTRAP lets the stable toolchain take them.
+for target in protocol_json websocket_frames; do
+  out="$CARGO_TARGET_DIR/fuzz-$target.log"
+  mkdir -p "$CARGO_TARGET_DIR"
+  if ! (cd hub-core/fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run "$target" -- \
+        -max_total_time="${FUZZ_SECONDS:-20}" -rss_limit_mb=2048 -print_final_stats=1) >"$out" 2>&1; then
+    tail -n 60 "$out"
+    echo "fuzz target $target failed (full log: $out)"
+    exit 1
+  fi
+  grep -E "^(Done|stat::number_of_executed_units)" "$out" | sed "s/^/  $target: /"
+done
+
 log "cargo test"
 cargo test --workspace

@@ -45,6 +45,46 @@ pub mod protocol;
 mod transport;
 mod util;
 
+/// Entry points for the fuzz targets in `hub-core/fuzz` (feature `fuzzing`); not an API.
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing {
+    use crate::transport::{deflate, frame};
+
+    /// Decodes client frames as the transport does, inflating compressed messages.
+    pub fn websocket_frames(data: &[u8]) {
+        let mut d = frame::Decoder::new(65536, true);
+        // Feed in two parts to exercise the partial-frame path too.
+        let cut = data.first().map_or(0, |b| *b as usize % (data.len() + 1));
+        for part in [&data[..cut], &data[cut..]] {
+            let r = d.feed(part, |m| {
+                if let frame::Incoming::Text {
+                    payload,
+                    compressed: true,
+                } = m
+                {
+                    let _ = deflate::decompress(&payload, 65536);
+                }
+            });
+            if r.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// Decodes a frame of JSON commands and re-encodes what a reply would carry.
+    pub fn protocol_json(data: &[u8]) {
+        for cmd in crate::protocol::json::decode_commands(data).flatten() {
+            let id = cmd.id;
+            let _ = format!("{:?}", cmd.into_request());
+            let _ = crate::protocol::json::encode_reply(&crate::protocol::Reply::error(
+                id,
+                &crate::Error::BAD_REQUEST,
+            ));
+        }
+    }
+}
+
 pub use async_trait::async_trait;
 pub use error::{Disconnect, EngineError, Error, Reject};
 pub use handler::{

@@ -502,4 +502,40 @@ mod tests {
         assert!(long.len() <= 2 + 125);
         assert!(std::str::from_utf8(&long[4..]).is_ok());
     }
+
+    #[test]
+    fn random_and_mutated_input_never_panics() {
+        let mut rng = fastrand::Rng::with_seed(7);
+        let mut valid = client_frame(0x81, br#"{"id":1,"connect":{}}"#);
+        valid.extend(client_frame(0x01, b"frag"));
+        valid.extend(client_frame(0x80, b"ment"));
+        valid.extend(client_frame(0xC1, &[0x4b, 0x4c, 0x4a, 0x06, 0x00]));
+        for i in 0..5000 {
+            let input: Vec<u8> = if i % 2 == 0 {
+                (0..rng.usize(0..300)).map(|_| rng.u8(..)).collect()
+            } else {
+                let mut v = valid.clone();
+                for _ in 0..rng.usize(1..6) {
+                    let at = rng.usize(..v.len());
+                    v[at] = rng.u8(..);
+                }
+                v
+            };
+            let mut d = Decoder::new(1024, true);
+            let cut = rng.usize(..=input.len());
+            let mut out = Vec::new();
+            if d.feed(&input[..cut], |m| out.push(m)).is_ok() {
+                let _ = d.feed(&input[cut..], |m| out.push(m));
+            }
+            for m in out {
+                if let Incoming::Text {
+                    payload,
+                    compressed: true,
+                } = m
+                {
+                    let _ = super::super::deflate::decompress(&payload, 1024);
+                }
+            }
+        }
+    }
 }
