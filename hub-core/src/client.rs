@@ -40,7 +40,7 @@ pub(crate) struct Client {
     node: Node,
     shared: Arc<ClientShared>,
     /// The upgrade request, until `connect` hands it to the handler (then freed).
-    transport: Option<TransportInfo>,
+    transport: Option<Box<TransportInfo>>,
     status: Status,
     ctx: ClientContext,
     opened: Instant,
@@ -83,7 +83,7 @@ impl Client {
             limiter,
             node,
             shared,
-            transport: Some(transport),
+            transport: Some(Box::new(transport)),
             status: Status::Connecting,
             ctx,
             opened: Instant::now(),
@@ -217,7 +217,7 @@ impl Client {
         }
         let event = ConnectingEvent {
             client_id: self.ctx.client_id.clone(),
-            transport: self.transport.take().unwrap_or_default(),
+            transport: self.transport.take().map(|t| *t).unwrap_or_default(),
             token: req.token,
             data: req.data,
             name: req.name,

@@ -408,7 +408,9 @@ where
                         return Err(Disconnect::BAD_REQUEST);
                     }
                     metrics::counter!("hub_messages_received_total").increment(1);
-                    client.handle_frame(&payload).await?;
+                    // Boxed: the command futures are large and rare; the task that waits
+                    // on an idle socket should not carry their space.
+                    Box::pin(client.handle_frame(&payload)).await?;
                 }
                 Incoming::Binary => return Err(Disconnect::INAPPROPRIATE_PROTOCOL),
                 Incoming::Ping(p) => {
@@ -445,25 +447,25 @@ where
                     let mut stop = close;
                     for c in controls {
                         if stop.is_some() { break; }
-                        if let Err(d) = client.handle_control(c).await { stop = Some(d); }
+                        if let Err(d) = Box::pin(client.handle_control(c)).await { stop = Some(d); }
                     }
                     if !items.is_empty() {
-                        if let Err(d) = self.write(&shared, items).await {
+                        if let Err(d) = Box::pin(self.write(&shared, items)).await {
                             write_failed = true;
                             break d;
                         }
                     }
                     if let Some(d) = stop {
                         // Whatever was queued before the close still goes out.
-                        self.write_remaining(&shared).await;
+                        Box::pin(self.write_remaining(&shared)).await;
                         break d;
                     }
                 }
                 r = self.read() => match r {
                     Ok(Read::Messages(m)) => {
-                        if let Err(d) = self.on_messages(&mut client, m).await {
+                        if let Err(d) = Box::pin(self.on_messages(&mut client, m)).await {
                             peer_closed = d == Disconnect::CONNECTION_CLOSED;
-                            self.write_remaining(&shared).await;
+                            Box::pin(self.write_remaining(&shared)).await;
                             break d;
                         }
                     }
@@ -479,14 +481,14 @@ where
                     }
                 },
                 _ = tokio::time::sleep_until(deadline) => {
-                    if let Err(d) = client.on_timer().await {
+                    if let Err(d) = Box::pin(client.on_timer()).await {
                         break d;
                     }
                 }
             }
         };
         debug!(code = disconnect.code, reason = %disconnect.reason, "closing");
-        client.close(&disconnect).await;
+        Box::pin(client.close(&disconnect)).await;
         drop(client);
         if write_failed {
             return;
@@ -498,7 +500,7 @@ where
             (disconnect.code, &*disconnect.reason)
         };
         let close = frame::close_frame(code, reason);
-        let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        let _ = Box::pin(tokio::time::timeout(Duration::from_secs(1), async {
             if self.write_bytes(&close).await.is_ok() && !peer_closed {
                 // Wait briefly for the peer's close so the handshake completes.
                 while let Ok(Read::Messages(m)) = self.read().await {
@@ -508,7 +510,7 @@ where
                 }
             }
             let _ = self.io.shutdown().await;
-        })
+        }))
         .await;
     }
 }
@@ -546,5 +548,39 @@ mod tests {
         ));
         assert!(!origin_allowed(&allowed, Some("https://example.org"), None));
         assert!(origin_allowed(&["*".to_owned()], Some("https://x.y"), None));
+    }
+}
+
+#[cfg(test)]
+mod size_tests {
+    use super::*;
+
+    /// Density guard: the task an idle connection parks is one allocation of about this
+    /// size; the large command futures are boxed only while a command runs.
+    #[tokio::test]
+    async fn an_idle_connection_task_stays_small() {
+        let node = Node::builder().start().await.unwrap();
+        let (a, _b) = tokio::io::duplex(64);
+        let conn = Connection {
+            io: a,
+            decoder: Decoder::new(65536, false),
+            deflate: false,
+            node: node.clone(),
+        };
+        let fut = conn.run(Arc::from("x"), TransportInfo::default());
+        let shared = Arc::new(ClientShared::new("x".into(), 1, false));
+        let client = Client::new(node.clone(), shared, TransportInfo::default());
+        eprintln!(
+            "connection task future: {} bytes; client state: {} bytes; shared half: {} bytes",
+            std::mem::size_of_val(&fut),
+            std::mem::size_of_val(&client),
+            std::mem::size_of::<ClientShared>()
+        );
+        assert!(
+            std::mem::size_of_val(&fut) <= 1280,
+            "{}",
+            std::mem::size_of_val(&fut)
+        );
+        assert!(std::mem::size_of_val(&client) <= 384);
     }
 }
