@@ -782,8 +782,10 @@ impl Client {
     /// When [`on_timer`](Self::on_timer) must next run.
     pub(crate) fn next_deadline(&self) -> Instant {
         let cfg = self.node.config();
-        let far = Instant::now() + Duration::from_secs(3600);
-        let mut d = far;
+        // With nothing scheduled: the next whole hour since the socket opened, a deadline
+        // that stays the same between calls (so the transport need not re-arm its timer).
+        let hours = self.opened.elapsed().as_secs() / 3600 + 1;
+        let mut d = self.opened + Duration::from_secs(hours * 3600);
         let mut consider = |t: Option<Instant>| {
             if let Some(t) = t {
                 d = d.min(t);

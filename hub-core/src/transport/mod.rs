@@ -438,8 +438,16 @@ where
         let mut client = Client::new(node.clone(), shared.clone(), info);
         let mut peer_closed = false;
         let mut write_failed = false;
+        // One timer for the connection's life, moved only when its deadline changes (not
+        // re-registered on every wake-up).
+        let timer =
+            tokio::time::sleep_until(tokio::time::Instant::from_std(client.next_deadline()));
+        tokio::pin!(timer);
         let disconnect = loop {
             let deadline = tokio::time::Instant::from_std(client.next_deadline());
+            if timer.deadline() != deadline {
+                timer.as_mut().reset(deadline);
+            }
             tokio::select! {
                 biased;
                 _ = shared.notify.notified() => {
@@ -480,7 +488,7 @@ where
                         break PROTOCOL_ERROR;
                     }
                 },
-                _ = tokio::time::sleep_until(deadline) => {
+                _ = &mut timer => {
                     if let Err(d) = Box::pin(client.on_timer()).await {
                         break d;
                     }
