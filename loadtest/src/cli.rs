@@ -1,0 +1,203 @@
+//! The command line: `loadtest [--json] [--allow-remote] <idle|fanout> ...`.
+
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Benchmark client for the hub, speaking the Centrifugo client protocol v2 (JSON) and the
+/// server API. Targets loopback only unless --allow-remote is given.
+#[derive(Debug, Parser)]
+#[command(name = "loadtest", version)]
+pub(crate) struct Cli {
+    /// Print a machine-readable JSON summary instead of the human one (no progress bar).
+    #[arg(long, global = true)]
+    pub(crate) json: bool,
+    /// Allow targets outside the loopback range (127.0.0.0/8, ::1).
+    #[arg(long, global = true)]
+    pub(crate) allow_remote: bool,
+    /// The scenario.
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+/// Scenarios.
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Open N connections, each connected with a token and subscribed, hold them, and report
+    /// the connect rate and the server's memory per connection.
+    Idle(IdleArgs),
+    /// N subscribers on one channel, a publisher posting to /api/publish at a fixed rate;
+    /// report delivery latency (free of coordinated omission) and server CPU per delivery.
+    Fanout(FanoutArgs),
+}
+
+/// Options shared by the scenarios that open connections.
+#[derive(Debug, Args)]
+pub(crate) struct ConnectOpts {
+    /// WebSocket endpoint of the hub.
+    #[arg(long, default_value = "ws://127.0.0.1:8000/connection/websocket")]
+    pub(crate) url: String,
+    /// HMAC secret of the connection tokens (client.token.hmac_secret_key); each connection
+    /// i gets an HS256 token for user "lt-<i>".
+    #[arg(long)]
+    pub(crate) secret: String,
+    /// Connections opening at once.
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub(crate) concurrency: u32,
+    /// Time limit for one connection to be connected and subscribed.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub(crate) connect_timeout: Duration,
+    /// No new connection is started after this time from the first.
+    #[arg(long, default_value = "120s", value_parser = parse_duration)]
+    pub(crate) max_connect_time: Duration,
+    /// The server's process id: report its memory (idle) or CPU (fanout) from /proc.
+    #[arg(long)]
+    pub(crate) pid: Option<u32>,
+}
+
+/// `idle` options.
+#[derive(Debug, Args)]
+pub(crate) struct IdleArgs {
+    /// Connection options.
+    #[command(flatten)]
+    pub(crate) connect: ConnectOpts,
+    /// Connections to open (limited by the open-files limit).
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    pub(crate) connections: u64,
+    /// Channel names are "<prefix>-<connection>-<k>".
+    #[arg(long, default_value = "idle")]
+    pub(crate) channel_prefix: String,
+    /// Channels each connection subscribes to.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=128))]
+    pub(crate) channels_per_conn: u32,
+    /// Time to wait after the last connection before measuring memory.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    pub(crate) settle: Duration,
+    /// Time to hold the connections open after measuring.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub(crate) hold: Duration,
+}
+
+/// `fanout` options.
+#[derive(Debug, Args)]
+pub(crate) struct FanoutArgs {
+    /// Connection options.
+    #[command(flatten)]
+    pub(crate) connect: ConnectOpts,
+    /// Subscriber connections, all on one channel.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    pub(crate) subscribers: u64,
+    /// The channel.
+    #[arg(long, default_value = "fanout")]
+    pub(crate) channel: String,
+    /// Publications per second, on a fixed schedule.
+    #[arg(long, default_value_t = 10.0)]
+    pub(crate) rate: f64,
+    /// Size of each publication's data in bytes (at least 64).
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(64..=1_000_000))]
+    pub(crate) size: u64,
+    /// How long to publish.
+    #[arg(long, default_value = "20s", value_parser = parse_duration)]
+    pub(crate) duration: Duration,
+    /// After the last publication, wait at most this long for deliveries.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub(crate) drain: Duration,
+    /// Base URL of the server API (the client posts to <api-url>/api/publish).
+    #[arg(long, default_value = "http://127.0.0.1:8000")]
+    pub(crate) api_url: String,
+    /// Server API key (http_api.key), sent as X-API-Key.
+    #[arg(long)]
+    pub(crate) api_key: String,
+    /// Keep-alive HTTP connections for publishing, so that slow calls overlap.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub(crate) publish_connections: u32,
+    /// Time limit for one publish call (counted once it has a connection).
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub(crate) publish_timeout: Duration,
+}
+
+/// The longest `--duration`, `--hold` and other times accepted.
+pub(crate) const MAX_DURATION: Duration = Duration::from_secs(3600);
+
+/// Parses `10s`, `500ms`, `2m`, `1.5s`, `1h` or a plain number of seconds, up to one hour.
+pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration (e.g. 10s, 500ms, 2m)"))?;
+    let secs = match unit.trim() {
+        "" | "s" => n,
+        "ms" => n / 1000.0,
+        "us" | "µs" => n / 1e6,
+        "m" | "min" => n * 60.0,
+        "h" => n * 3600.0,
+        u => return Err(format!("unknown unit {u:?} in {s:?} (use ms, s, m or h)")),
+    };
+    let d = Duration::try_from_secs_f64(secs).map_err(|e| format!("{s:?}: {e}"))?;
+    if d > MAX_DURATION {
+        return Err(format!("{s:?} is over the limit of 1h"));
+    }
+    Ok(d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert!(parse_duration("2h").unwrap_err().contains("limit"));
+        assert!(parse_duration("5 parsecs").is_err());
+        assert!(parse_duration("fast").is_err());
+        assert!(parse_duration("").is_err());
+    }
+
+    #[test]
+    fn the_command_line_parses() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+        let c = Cli::try_parse_from([
+            "loadtest",
+            "idle",
+            "--connections",
+            "5",
+            "--secret",
+            "s",
+            "--hold",
+            "1s",
+            "--json",
+        ])
+        .unwrap();
+        assert!(c.json);
+        let Command::Idle(a) = c.command else {
+            panic!()
+        };
+        assert_eq!(a.connections, 5);
+        assert_eq!(a.hold, Duration::from_secs(1));
+        assert!(
+            Cli::try_parse_from(["loadtest", "idle"]).is_err(),
+            "--secret is required"
+        );
+        assert!(Cli::try_parse_from([
+            "loadtest",
+            "fanout",
+            "--secret",
+            "s",
+            "--api-key",
+            "k",
+            "--size",
+            "10"
+        ])
+        .is_err());
+    }
+}

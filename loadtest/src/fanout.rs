@@ -1,0 +1,643 @@
+//! `fanout`: N subscribers on one channel, publications posted to `/api/publish` on a fixed
+//! schedule. Each publication's data carries its *scheduled* send time, and each subscriber
+//! records `receipt - scheduled`, so a slow server or a late publisher shows up in the
+//! latency instead of silently stretching the schedule (no coordinated omission).
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde_json::value::RawValue;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+
+use crate::cli::FanoutArgs;
+use crate::conn::PubSink;
+use crate::procfs::{self, CpuSnapshot, CpuUsage, Proc};
+use crate::publish::ApiClient;
+use crate::stats::{self, LatencySummary, Recorder};
+use crate::swarm::{self, Plan};
+use crate::{target, Outcome};
+
+/// Publish calls waiting or in flight at most; past that, scheduled publications are
+/// skipped (and counted) rather than piling up without bound.
+const MAX_BACKLOG: usize = 10_000;
+
+/// Other processes may use this much of a core before the figures are called contaminated.
+const CONTAMINATION_CORES: f64 = 0.10;
+
+/// The most publications one run may schedule.
+const MAX_PUBLICATIONS: f64 = 10_000_000.0;
+
+/// Microseconds since the Unix epoch, from a monotonic clock anchored once: the publisher
+/// stamps scheduled times and the subscribers read receipt times from the same clock.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Clock {
+    base: Instant,
+    base_unix_us: u64,
+}
+
+impl Clock {
+    /// Anchors the clock now.
+    pub(crate) fn new() -> Self {
+        let unix = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_micros() as u64)
+            .unwrap_or(0);
+        Clock {
+            base: Instant::now(),
+            base_unix_us: unix,
+        }
+    }
+
+    /// The time of `at`, in µs since the epoch.
+    pub(crate) fn at_us(&self, at: Instant) -> u64 {
+        self.base_unix_us + at.saturating_duration_since(self.base).as_micros() as u64
+    }
+
+    /// Now, in µs since the epoch.
+    pub(crate) fn now_us(&self) -> u64 {
+        self.at_us(Instant::now())
+    }
+}
+
+/// The publication data: `{"t":<scheduled µs>,"seq":<k>,"pad":"xx.."}`, exactly `size`
+/// bytes when `size` is larger than the stamp itself.
+pub(crate) fn publication_data(t_us: u64, seq: u64, size: usize) -> String {
+    let bare = format!(r#"{{"t":{t_us},"seq":{seq},"pad":""}}"#);
+    let pad = size.saturating_sub(bare.len());
+    let mut s = String::with_capacity(bare.len() + pad);
+    s.push_str(&bare[..bare.len() - 2]);
+    s.extend(std::iter::repeat_n('x', pad));
+    s.push_str("\"}");
+    s
+}
+
+/// The stamp read back from a publication's data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+pub(crate) struct Stamp {
+    /// Scheduled send time, µs since the epoch.
+    pub(crate) t: u64,
+    /// Publication number.
+    pub(crate) seq: u64,
+}
+
+/// Reads the stamp of a publication's data; `None` for data that is not ours.
+pub(crate) fn read_stamp(data: &str) -> Option<Stamp> {
+    serde_json::from_str(data).ok()
+}
+
+/// Records each delivery's latency.
+#[derive(Debug)]
+struct LatencySink {
+    clock: Clock,
+    recorder: Recorder,
+    deliveries: AtomicU64,
+    foreign: AtomicU64,
+    last_us: AtomicU64,
+}
+
+impl PubSink for LatencySink {
+    fn publication(&self, conn: usize, data: &RawValue) {
+        let now = self.clock.now_us();
+        match read_stamp(data.get()) {
+            Some(s) => {
+                self.recorder.record(conn, now.saturating_sub(s.t));
+                self.deliveries.fetch_add(1, Ordering::Relaxed);
+                self.last_us.fetch_max(now, Ordering::Relaxed);
+            }
+            None => {
+                self.foreign.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+/// Publish outcomes, shared by the publish tasks.
+#[derive(Debug)]
+struct PublishLog {
+    ok: AtomicU64,
+    failures: Mutex<BTreeMap<String, u64>>,
+    first_error: Mutex<Option<String>>,
+    /// Scheduled time to the publish task running (µs).
+    start_lag: Recorder,
+    /// One publish call, waiting for a pooled connection included (µs).
+    call_time: Recorder,
+}
+
+impl PublishLog {
+    fn new() -> Self {
+        PublishLog {
+            ok: AtomicU64::new(0),
+            failures: Mutex::new(BTreeMap::new()),
+            first_error: Mutex::new(None),
+            start_lag: Recorder::new(1),
+            call_time: Recorder::new(1),
+        }
+    }
+
+    fn failed(&self, e: &crate::publish::CallError) {
+        if let Ok(mut f) = self.failures.lock() {
+            *f.entry(e.kind()).or_default() += 1;
+        }
+        if let Ok(mut first) = self.first_error.lock() {
+            first.get_or_insert_with(|| e.to_string());
+        }
+    }
+}
+
+/// The publisher: a fixed schedule of publish calls.
+struct Publisher {
+    api: Arc<ApiClient>,
+    log: Arc<PublishLog>,
+    backlog: Arc<Semaphore>,
+    channel_json: String,
+    size: usize,
+    period_ns: f64,
+    total: u64,
+    start: Instant,
+    start_us: u64,
+}
+
+impl Publisher {
+    /// Runs the schedule on the calling (blocking-pool) thread: it sleeps to each scheduled
+    /// instant with the OS timer, finer than the runtime's 1 ms timer wheel and not held up
+    /// by busy workers, then hands the call to the runtime `rt` without waiting for it.
+    /// Returns the calls and the number of publications skipped for want of backlog room.
+    fn run(self, rt: &tokio::runtime::Handle) -> (JoinSet<()>, u64) {
+        let mut calls = JoinSet::new();
+        let mut skipped = 0u64;
+        for k in 0..self.total {
+            let offset = Duration::from_nanos((k as f64 * self.period_ns) as u64);
+            let at = self.start + offset;
+            let now = Instant::now();
+            if at > now {
+                std::thread::sleep(at - now);
+            }
+            let body = format!(
+                r#"{{"channel":{},"data":{}}}"#,
+                self.channel_json,
+                publication_data(self.start_us + offset.as_micros() as u64, k, self.size)
+            );
+            let Ok(permit) = self.backlog.clone().try_acquire_owned() else {
+                skipped += 1;
+                continue;
+            };
+            let (api, log) = (self.api.clone(), self.log.clone());
+            calls.spawn_on(
+                async move {
+                    let began = Instant::now();
+                    log.start_lag
+                        .record(0, micros(began.saturating_duration_since(at)));
+                    match api.call("publish", body.as_bytes()).await {
+                        Ok(()) => {
+                            log.ok.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(e) => log.failed(&e),
+                    }
+                    log.call_time.record(0, micros(began.elapsed()));
+                    drop(permit);
+                },
+                rt,
+            );
+            while calls.try_join_next().is_some() {}
+        }
+        (calls, skipped)
+    }
+}
+
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
+
+/// The `fanout` summary.
+#[derive(Debug, serde::Serialize)]
+pub(crate) struct FanoutReport {
+    /// "fanout".
+    pub(crate) scenario: &'static str,
+    /// The WebSocket URL.
+    pub(crate) url: String,
+    /// The server API URL.
+    pub(crate) api_url: String,
+    /// The channel.
+    pub(crate) channel: String,
+    /// Subscribers asked for.
+    pub(crate) subscribers: u64,
+    /// Subscribers connected and subscribed.
+    pub(crate) subscribers_connected: u64,
+    /// Subscriber failures by kind.
+    pub(crate) subscriber_failures: BTreeMap<String, u64>,
+    /// The first subscriber failure in full.
+    pub(crate) subscriber_first_error: Option<String>,
+    /// Subscribers that ended before the stop, by reason.
+    pub(crate) subscribers_dropped: BTreeMap<String, u64>,
+    /// Scheduled publications per second.
+    pub(crate) rate_per_sec: f64,
+    /// Data size of each publication, bytes.
+    pub(crate) size_bytes: u64,
+    /// Publishing time, seconds.
+    pub(crate) duration_secs: f64,
+    /// Publications on the schedule.
+    pub(crate) publications_scheduled: u64,
+    /// Publications the server API accepted.
+    pub(crate) publications_sent: u64,
+    /// Publish calls that failed.
+    pub(crate) publications_failed: u64,
+    /// Publish failures by kind.
+    pub(crate) publish_failures: BTreeMap<String, u64>,
+    /// The first publish failure in full.
+    pub(crate) publish_first_error: Option<String>,
+    /// Publications skipped because too many calls were waiting.
+    pub(crate) publications_skipped: u64,
+    /// Scheduled time to the publish call starting (the load client's own lateness).
+    pub(crate) publish_start_lag: LatencySummary,
+    /// Duration of one publish call, waiting for a pooled connection included.
+    pub(crate) publish_call: LatencySummary,
+    /// Publications received by subscribers.
+    pub(crate) deliveries: u64,
+    /// publications_sent × subscribers_connected.
+    pub(crate) deliveries_expected: u64,
+    /// Publications received that carried no stamp (not ours).
+    pub(crate) foreign_publications: u64,
+    /// Deliveries per second, from the first scheduled publication to the last delivery.
+    pub(crate) deliveries_per_sec: f64,
+    /// Scheduled send time to receipt.
+    pub(crate) latency: LatencySummary,
+    /// CPU use during the measurement window.
+    pub(crate) cpu: CpuUsage,
+    /// Server CPU per delivery, µs (with --pid).
+    pub(crate) server_cpu_us_per_delivery: Option<f64>,
+    /// Average server cores busy (with --pid).
+    pub(crate) server_cores: Option<f64>,
+    /// Average cores busy in this client.
+    pub(crate) client_cores: Option<f64>,
+    /// Average cores busy in other processes.
+    pub(crate) other_cores: Option<f64>,
+    /// Warnings about the measurement.
+    pub(crate) warnings: Vec<String>,
+}
+
+/// Checks the numbers that clap cannot; returns the publications to schedule.
+fn schedule_size(rate: f64, duration: Duration) -> Result<u64, String> {
+    if !(rate.is_finite() && rate > 0.0 && rate <= 100_000.0) {
+        return Err(format!(
+            "--rate {rate}: must be more than 0 and at most 100000"
+        ));
+    }
+    let total = (rate * duration.as_secs_f64()).round();
+    if total < 1.0 {
+        return Err("--rate × --duration schedules no publication".into());
+    }
+    if total > MAX_PUBLICATIONS {
+        return Err(format!(
+            "--rate × --duration schedules {total} publications; the limit is {MAX_PUBLICATIONS}"
+        ));
+    }
+    Ok(total as u64)
+}
+
+/// Runs the scenario.
+pub(crate) async fn run(
+    args: FanoutArgs,
+    allow_remote: bool,
+    progress: bool,
+) -> Result<Outcome<FanoutReport>, String> {
+    let c = &args.connect;
+    let total = schedule_size(args.rate, args.duration)?;
+    let target = Arc::new(target::ws(&c.url, allow_remote).await?);
+    let api_target = target::http(&args.api_url, allow_remote).await?;
+    target::ensure_open_files(
+        args.subscribers,
+        u64::from(args.publish_connections),
+        "--subscribers",
+    )?;
+    let subscribers = usize::try_from(args.subscribers).map_err(|e| e.to_string())?;
+    if let Some(p) = c.pid {
+        if Proc::Pid(p).cpu_ns().is_none() || Proc::Pid(p).rss().is_none() {
+            return Err(procfs::unreadable(p));
+        }
+    }
+
+    // The server API first: a wrong URL or key fails before any connection opens.
+    let api = Arc::new(ApiClient::new(
+        api_target,
+        args.api_key.clone(),
+        args.publish_connections as usize,
+        args.publish_timeout,
+    ));
+    api.call("info", b"{}").await.map_err(|e| {
+        format!(
+            "server API check (POST {}/api/info): {e}",
+            args.api_url.trim_end_matches('/')
+        )
+    })?;
+
+    let clock = Clock::new();
+    let sink = Arc::new(LatencySink {
+        clock,
+        recorder: Recorder::new(16),
+        deliveries: AtomicU64::new(0),
+        foreign: AtomicU64::new(0),
+        last_us: AtomicU64::new(0),
+    });
+    let channel = args.channel.clone();
+    let plan = Plan {
+        target: target.clone(),
+        secret: c.secret.clone(),
+        connections: subscribers,
+        concurrency: c.concurrency as usize,
+        connect_timeout: c.connect_timeout,
+        max_connect_time: c.max_connect_time,
+        channels: Arc::new(move |_| vec![channel.clone()]),
+        sink: sink.clone(),
+        progress,
+    };
+    let (swarm, opened) = swarm::open(plan).await.map_err(|e| e.to_string())?;
+
+    // The measurement window: from just before the first publication to the last delivery.
+    let cpu_before = CpuSnapshot::take(c.pid);
+    let log = Arc::new(PublishLog::new());
+    // The first publication goes 100 ms after the last subscribe: long enough for the
+    // delayed ACKs of the subscribe replies (up to 40 ms on Linux) to pass, so that a server
+    // without TCP_NODELAY does not hold it back behind them and the figures show the steady
+    // state.
+    let start = Instant::now() + Duration::from_millis(100);
+    let start_us = clock.at_us(start);
+    let publisher = Publisher {
+        api: api.clone(),
+        log: log.clone(),
+        backlog: Arc::new(Semaphore::new(MAX_BACKLOG)),
+        channel_json: serde_json::to_string(&args.channel).map_err(|e| e.to_string())?,
+        size: args.size as usize,
+        period_ns: 1e9 / args.rate,
+        total,
+        start,
+        start_us,
+    };
+    let rt = tokio::runtime::Handle::current();
+    let (mut calls, skipped) = tokio::task::spawn_blocking(move || publisher.run(&rt))
+        .await
+        .map_err(|e| format!("the publisher failed: {e}"))?;
+    // Calls still queued get at most the drain time plus one call's limit.
+    let calls_deadline = tokio::time::Instant::now() + args.drain + args.publish_timeout;
+    let mut abandoned = 0u64;
+    loop {
+        match tokio::time::timeout_at(calls_deadline, calls.join_next()).await {
+            Ok(Some(_)) => {}
+            Ok(None) => break,
+            Err(_) => {
+                abandoned = calls.len() as u64;
+                calls.abort_all();
+                break;
+            }
+        }
+    }
+    let sent = log.ok.load(Ordering::Relaxed);
+    let expected = sent * opened.connected;
+    let drain_deadline = Instant::now() + args.drain;
+    while sink.deliveries.load(Ordering::Relaxed) < expected && Instant::now() < drain_deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let cpu_after = CpuSnapshot::take(c.pid);
+    let ending = swarm.stop(Duration::from_secs(10)).await;
+
+    let deliveries = sink.deliveries.load(Ordering::Relaxed);
+    let last_us = sink.last_us.load(Ordering::Relaxed);
+    let delivery_window = Duration::from_micros(last_us.saturating_sub(start_us));
+    let cpu = CpuUsage::between(&cpu_before, &cpu_after);
+    let mut publish_failures = log.failures.lock().map(|f| f.clone()).unwrap_or_default();
+    if abandoned > 0 {
+        publish_failures.insert("abandoned at the end".into(), abandoned);
+    }
+    let mut warnings = Vec::new();
+    if let Some(w) = cpu.contamination_warning(CONTAMINATION_CORES) {
+        warnings.push(w);
+    }
+    if deliveries < expected {
+        warnings.push(format!(
+            "{} deliveries missing after waiting --drain {:?}",
+            expected - deliveries,
+            args.drain
+        ));
+    }
+    if skipped > 0 {
+        warnings.push(format!(
+            "{skipped} publications skipped: over {MAX_BACKLOG} publish calls were waiting"
+        ));
+    }
+    let report = FanoutReport {
+        scenario: "fanout",
+        url: target.url.clone(),
+        api_url: args.api_url.clone(),
+        channel: args.channel.clone(),
+        subscribers: args.subscribers,
+        subscribers_connected: opened.connected,
+        subscriber_failures: opened.failures.clone(),
+        subscriber_first_error: opened.first_error.clone(),
+        subscribers_dropped: ending.dropped,
+        rate_per_sec: args.rate,
+        size_bytes: args.size,
+        duration_secs: args.duration.as_secs_f64(),
+        publications_scheduled: total,
+        publications_sent: sent,
+        publications_failed: publish_failures.values().sum(),
+        publish_failures,
+        publish_first_error: log.first_error.lock().ok().and_then(|f| f.clone()),
+        publications_skipped: skipped,
+        publish_start_lag: LatencySummary::of(&log.start_lag.merged()),
+        publish_call: LatencySummary::of(&log.call_time.merged()),
+        deliveries,
+        deliveries_expected: expected,
+        foreign_publications: sink.foreign.load(Ordering::Relaxed),
+        deliveries_per_sec: stats::per_sec(deliveries, delivery_window),
+        latency: LatencySummary::of(&sink.recorder.merged()),
+        server_cpu_us_per_delivery: cpu
+            .server_cpu_secs
+            .and_then(|s| stats::per_item(s * 1e6, deliveries)),
+        server_cores: cpu
+            .server_cpu_secs
+            .and_then(|s| procfs::cores(s, cpu.window_secs)),
+        client_cores: cpu
+            .client_cpu_secs
+            .and_then(|s| procfs::cores(s, cpu.window_secs)),
+        other_cores: cpu.other_cores(),
+        cpu,
+        warnings,
+    };
+    let complete = report.deliveries == report.deliveries_expected
+        && report.publications_sent == report.publications_scheduled
+        && report.subscribers_connected == report.subscribers
+        && report.subscribers_dropped.is_empty();
+    Ok(Outcome { report, complete })
+}
+
+impl FanoutReport {
+    /// The human summary.
+    pub(crate) fn human(&self) -> String {
+        let mut s = String::new();
+        let mut line = |l: String| {
+            s.push_str(&l);
+            s.push('\n');
+        };
+        line(format!(
+            "fanout: {} subscribers on {:?}, {}/s × {} B for {:.1} s ({})",
+            self.subscribers,
+            self.channel,
+            self.rate_per_sec,
+            self.size_bytes,
+            self.duration_secs,
+            self.url
+        ));
+        line(format!(
+            "  subscribers   {} connected, {} failed, {} dropped",
+            self.subscribers_connected,
+            self.subscriber_failures.values().sum::<u64>(),
+            self.subscribers_dropped.values().sum::<u64>()
+        ));
+        for (kind, n) in self
+            .subscriber_failures
+            .iter()
+            .chain(&self.subscribers_dropped)
+        {
+            line(format!("    {n} × {kind}"));
+        }
+        if let Some(e) = &self.subscriber_first_error {
+            line(format!("    first error: {e}"));
+        }
+        line(format!(
+            "  publications  {} sent of {} scheduled, {} failed, {} skipped",
+            self.publications_sent,
+            self.publications_scheduled,
+            self.publications_failed,
+            self.publications_skipped
+        ));
+        for (kind, n) in &self.publish_failures {
+            line(format!("    {n} × {kind}"));
+        }
+        if let Some(e) = &self.publish_first_error {
+            line(format!("    first error: {e}"));
+        }
+        let (lag, call) = (&self.publish_start_lag, &self.publish_call);
+        line(format!(
+            "  publisher     start lag p50 {:.2} p99 {:.2} max {:.2} ms; call p50 {:.2} p99 {:.2} max {:.2} ms",
+            lag.p50_ms, lag.p99_ms, lag.max_ms, call.p50_ms, call.p99_ms, call.max_ms
+        ));
+        line(format!(
+            "  deliveries    {} of {} expected ({:.0}/s){}",
+            self.deliveries,
+            self.deliveries_expected,
+            self.deliveries_per_sec,
+            if self.foreign_publications > 0 {
+                format!(
+                    ", {} foreign publications ignored",
+                    self.foreign_publications
+                )
+            } else {
+                String::new()
+            }
+        ));
+        let l = &self.latency;
+        line(format!(
+            "  latency (ms)  p50 {:.2}  p90 {:.2}  p99 {:.2}  p99.9 {:.2}  max {:.2}  (scheduled send -> receipt)",
+            l.p50_ms, l.p90_ms, l.p99_ms, l.p999_ms, l.max_ms
+        ));
+        let cores = |c: Option<f64>| c.map_or("-".to_owned(), |c| format!("{c:.2}"));
+        if let Some(us) = self.server_cpu_us_per_delivery {
+            line(format!(
+                "  server CPU    {:.2} µs per delivery ({} cores busy over {:.1} s)",
+                us,
+                cores(self.server_cores),
+                self.cpu.window_secs
+            ));
+        }
+        line(format!(
+            "  CPU (cores)   server {}  client {}  other {}",
+            cores(self.server_cores),
+            cores(self.client_cores),
+            cores(self.other_cores)
+        ));
+        for w in &self.warnings {
+            line(format!("  warning: {w}"));
+        }
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn data_has_the_exact_size_and_reads_back() {
+        for size in [64usize, 100, 1000, 65_536] {
+            let d = publication_data(1_700_000_000_123_456, 42, size);
+            assert_eq!(d.len(), size);
+            let v: serde_json::Value = serde_json::from_str(&d).unwrap();
+            assert_eq!(v["seq"], 42);
+            assert_eq!(
+                read_stamp(&d),
+                Some(Stamp {
+                    t: 1_700_000_000_123_456,
+                    seq: 42
+                })
+            );
+        }
+        // Smaller than the stamp: the stamp alone.
+        let d = publication_data(1, 2, 5);
+        assert_eq!(d, r#"{"t":1,"seq":2,"pad":""}"#);
+    }
+
+    #[test]
+    fn foreign_data_has_no_stamp() {
+        assert_eq!(read_stamp(r#"{"text":"hi"}"#), None);
+        assert_eq!(read_stamp("17"), None);
+    }
+
+    #[test]
+    fn clock_is_monotonic_and_near_the_wall_clock() {
+        let c = Clock::new();
+        let a = c.now_us();
+        let b = c.now_us();
+        assert!(b >= a);
+        let wall = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_micros() as u64;
+        assert!(wall.abs_diff(b) < 1_000_000);
+        let later = Instant::now() + Duration::from_millis(10);
+        assert!(c.at_us(later) >= b + 9_000);
+    }
+
+    #[test]
+    fn schedule_is_bounded() {
+        assert_eq!(schedule_size(10.0, Duration::from_secs(10)), Ok(100));
+        assert_eq!(schedule_size(0.5, Duration::from_secs(3)), Ok(2));
+        assert!(schedule_size(0.0, Duration::from_secs(3)).is_err());
+        assert!(schedule_size(f64::NAN, Duration::from_secs(3)).is_err());
+        assert!(schedule_size(1e6, Duration::from_secs(3)).is_err());
+        assert!(schedule_size(100_000.0, Duration::from_secs(3600)).is_err());
+        assert!(schedule_size(1.0, Duration::from_millis(100)).is_err());
+    }
+
+    #[test]
+    fn the_sink_records_latency_and_ignores_foreign_data() {
+        let clock = Clock::new();
+        let sink = LatencySink {
+            clock,
+            recorder: Recorder::new(2),
+            deliveries: AtomicU64::new(0),
+            foreign: AtomicU64::new(0),
+            last_us: AtomicU64::new(0),
+        };
+        let t = clock.now_us() - 5_000;
+        let data = publication_data(t, 0, 100);
+        let raw = RawValue::from_string(data).unwrap();
+        sink.publication(0, &raw);
+        sink.publication(1, &RawValue::from_string("{\"x\":1}".into()).unwrap());
+        assert_eq!(sink.deliveries.load(Ordering::Relaxed), 1);
+        assert_eq!(sink.foreign.load(Ordering::Relaxed), 1);
+        let h = sink.recorder.merged();
+        assert!(h.max() >= 5_000 && h.max() < 1_000_000, "{}", h.max());
+    }
+}

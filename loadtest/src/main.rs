@@ -1,0 +1,87 @@
+//! `loadtest`: a benchmark client for the hub that speaks only the wire protocol (Centrifugo
+//! client protocol v2, JSON) and the HTTP server API.
+//!
+//! ```sh
+//! loadtest idle   --connections 5000 --secret S --hold 10s --pid $(pidof hub-server)
+//! loadtest fanout --subscribers 1000 --rate 10 --size 100 --duration 10s \
+//!                 --secret S --api-key K --pid $(pidof hub-server)
+//! ```
+//!
+//! Every run is bounded in count and time, and targets loopback only unless
+//! `--allow-remote`. Exit status: 0 when everything asked for happened (all connected, every
+//! delivery arrived), 2 when the run finished with failures (the report says which), 1 when
+//! it could not run.
+
+mod cli;
+mod conn;
+mod fanout;
+mod idle;
+mod procfs;
+mod publish;
+mod stats;
+mod swarm;
+mod target;
+mod token;
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
+use clap::Parser;
+use cli::{Cli, Command};
+
+/// A scenario's report, and whether everything asked for happened.
+pub(crate) struct Outcome<R> {
+    /// The report.
+    pub(crate) report: R,
+    /// All connected, nothing lost.
+    pub(crate) complete: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => return fail(&format!("cannot start the runtime: {e}")),
+    };
+    let progress = !cli.json && std::io::stderr().is_terminal();
+    let printed = runtime.block_on(async {
+        match cli.command {
+            Command::Idle(args) => idle::run(args, cli.allow_remote, progress)
+                .await
+                .and_then(|o| print(o, cli.json, idle::IdleReport::human)),
+            Command::Fanout(args) => fanout::run(args, cli.allow_remote, progress)
+                .await
+                .and_then(|o| print(o, cli.json, fanout::FanoutReport::human)),
+        }
+    });
+    // Connections still closing must not hold the exit.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    match printed {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(2),
+        Err(e) => fail(&e),
+    }
+}
+
+/// Prints the report as JSON or text; returns whether the run was complete.
+fn print<R: serde::Serialize>(
+    o: Outcome<R>,
+    json: bool,
+    human: fn(&R) -> String,
+) -> Result<bool, String> {
+    if json {
+        let text = serde_json::to_string_pretty(&o.report).map_err(|e| e.to_string())?;
+        println!("{text}");
+    } else {
+        print!("{}", human(&o.report));
+    }
+    Ok(o.complete)
+}
+
+fn fail(e: &str) -> ExitCode {
+    eprintln!("error: {e}");
+    ExitCode::FAILURE
+}

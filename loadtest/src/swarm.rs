@@ -1,0 +1,247 @@
+//! Many connections: the first opened alone (a probe, so a wrong URL or secret fails at once
+//! with a clear message), the rest with bounded concurrency and a deadline, each held by its
+//! own task until told to stop.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::task::JoinSet;
+
+use crate::conn::{self, ConnError, EndReason, Ended, PubSink};
+use crate::stats;
+use crate::target::WsTarget;
+use crate::token;
+
+/// The channels connection `i` subscribes to.
+pub(crate) type ChannelsOf = Arc<dyn Fn(usize) -> Vec<String> + Send + Sync>;
+
+/// What to open.
+pub(crate) struct Plan {
+    /// Where.
+    pub(crate) target: Arc<WsTarget>,
+    /// HMAC secret for the connection tokens.
+    pub(crate) secret: String,
+    /// How many connections.
+    pub(crate) connections: usize,
+    /// How many opening at once.
+    pub(crate) concurrency: usize,
+    /// Limit for one connection to be connected and subscribed.
+    pub(crate) connect_timeout: Duration,
+    /// No new connection is started after this much time.
+    pub(crate) max_connect_time: Duration,
+    /// Channels per connection.
+    pub(crate) channels: ChannelsOf,
+    /// Where publications go.
+    pub(crate) sink: Arc<dyn PubSink>,
+    /// Show a progress bar on stderr (when it is a terminal).
+    pub(crate) progress: bool,
+}
+
+/// The opening phase, summed up.
+#[derive(Debug)]
+pub(crate) struct Opened {
+    /// Connections connected and subscribed.
+    pub(crate) connected: u64,
+    /// Connections that failed, by kind of failure.
+    pub(crate) failures: BTreeMap<String, u64>,
+    /// The first failure in full.
+    pub(crate) first_error: Option<String>,
+    /// Connections never tried because the deadline passed.
+    pub(crate) not_attempted: u64,
+    /// Time from the first attempt to the last answer.
+    pub(crate) elapsed: Duration,
+    /// Time to connect and subscribe, per successful connection (µs).
+    pub(crate) latency: Histogram<u64>,
+}
+
+impl Opened {
+    /// Connections that failed.
+    pub(crate) fn failed(&self) -> u64 {
+        self.failures.values().sum()
+    }
+}
+
+/// How the held connections ended.
+#[derive(Debug, Default, serde::Serialize)]
+pub(crate) struct Ending {
+    /// Ended by the server or by an error before the stop, by close code or error.
+    pub(crate) dropped: BTreeMap<String, u64>,
+    /// Server pings answered, over all connections.
+    pub(crate) pings_answered: u64,
+}
+
+/// Open connections, held by their tasks.
+pub(crate) struct Swarm {
+    stop: watch::Sender<bool>,
+    tasks: JoinSet<Option<Ended>>,
+}
+
+/// Opens the connections of `plan`. Fails only when the first one does, with its error.
+pub(crate) async fn open(plan: Plan) -> Result<(Swarm, Opened), ConnError> {
+    let (stop, stop_rx) = watch::channel(false);
+    let mut tasks = JoinSet::new();
+    let mut latency = stats::new_histogram();
+    let started = Instant::now();
+
+    // The probe: connection 0, alone.
+    let t0 = Instant::now();
+    let token0 = token::for_connection(&plan.secret, 0);
+    let session = conn::open(
+        &plan.target,
+        &token0,
+        &(plan.channels)(0),
+        plan.connect_timeout,
+    )
+    .await?;
+    latency.saturating_record(micros(t0.elapsed()));
+    {
+        let sink = plan.sink.clone();
+        let rx = stop_rx.clone();
+        tasks.spawn(async move { Some(session.run(0, rx, &*sink).await) });
+    }
+
+    let bar = progress_bar(plan.connections as u64, plan.progress);
+    bar.inc(1);
+    let mut opened = Opened {
+        connected: 1,
+        failures: BTreeMap::new(),
+        first_error: None,
+        not_attempted: 0,
+        elapsed: Duration::ZERO,
+        latency,
+    };
+    let sem = Arc::new(Semaphore::new(plan.concurrency.max(1)));
+    let (tx, mut rx) = mpsc::unbounded_channel::<Result<Duration, ConnError>>();
+    let deadline = tokio::time::Instant::from_std(started + plan.max_connect_time);
+    let mut attempted = 1usize;
+    let mut answered = 1usize;
+    let record = |r: Result<Duration, ConnError>, o: &mut Opened| match r {
+        Ok(d) => {
+            o.connected += 1;
+            o.latency.saturating_record(micros(d));
+        }
+        Err(e) => {
+            *o.failures.entry(e.kind()).or_default() += 1;
+            if o.first_error.is_none() {
+                o.first_error = Some(e.to_string());
+            }
+        }
+    };
+    while attempted < plan.connections {
+        // Wait for a free slot, taking in answers meanwhile.
+        let permit = loop {
+            tokio::select! {
+                biased;
+                Some(r) = rx.recv() => {
+                    answered += 1;
+                    record(r, &mut opened);
+                    bar.inc(1);
+                }
+                p = sem.clone().acquire_owned() => break p.ok(),
+                _ = tokio::time::sleep_until(deadline) => break None,
+            }
+        };
+        let Some(permit) = permit else { break };
+        if tokio::time::Instant::now() >= deadline {
+            break;
+        }
+        let i = attempted;
+        attempted += 1;
+        let target = plan.target.clone();
+        let token = token::for_connection(&plan.secret, i);
+        let channels = (plan.channels)(i);
+        let timeout = plan.connect_timeout;
+        let sink = plan.sink.clone();
+        let tx = tx.clone();
+        let rx_stop = stop_rx.clone();
+        tasks.spawn(async move {
+            let t = Instant::now();
+            let r = conn::open(&target, &token, &channels, timeout).await;
+            drop(permit);
+            match r {
+                Ok(session) => {
+                    let _ = tx.send(Ok(t.elapsed()));
+                    Some(session.run(i, rx_stop, &*sink).await)
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(e));
+                    None
+                }
+            }
+        });
+    }
+    opened.not_attempted = (plan.connections - attempted) as u64;
+    // Every attempt answers within its connect timeout.
+    let last = tokio::time::Instant::now() + plan.connect_timeout + Duration::from_secs(1);
+    while answered < attempted {
+        match tokio::time::timeout_at(last, rx.recv()).await {
+            Ok(Some(r)) => {
+                answered += 1;
+                record(r, &mut opened);
+                bar.inc(1);
+            }
+            Ok(None) | Err(_) => break,
+        }
+    }
+    opened.elapsed = started.elapsed();
+    bar.finish_and_clear();
+    Ok((Swarm { stop, tasks }, opened))
+}
+
+impl Swarm {
+    /// Tells every connection to close, waits up to `grace` for them, and sums up how they
+    /// ended.
+    pub(crate) async fn stop(mut self, grace: Duration) -> Ending {
+        let _ = self.stop.send(true);
+        let mut closed = Ending::default();
+        let deadline = tokio::time::Instant::now() + grace;
+        loop {
+            match tokio::time::timeout_at(deadline, self.tasks.join_next()).await {
+                Ok(Some(Ok(None))) => {}
+                Ok(Some(Ok(Some(ended)))) => {
+                    closed.pings_answered += ended.pings;
+                    match ended.reason {
+                        EndReason::Stopped => {}
+                        EndReason::Closed(Some(code)) => {
+                            *closed.dropped.entry(format!("closed {code}")).or_default() += 1
+                        }
+                        EndReason::Closed(None) => {
+                            *closed.dropped.entry("closed".into()).or_default() += 1
+                        }
+                        EndReason::Failed(e) => {
+                            *closed.dropped.entry(format!("error: {e}")).or_default() += 1
+                        }
+                    }
+                }
+                Ok(Some(Err(_))) => {
+                    *closed.dropped.entry("task failed".into()).or_default() += 1;
+                }
+                Ok(None) => break,
+                Err(_) => {
+                    self.tasks.abort_all();
+                    break;
+                }
+            }
+        }
+        closed
+    }
+}
+
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX).max(1)
+}
+
+fn progress_bar(len: u64, show: bool) -> ProgressBar {
+    if !show {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::stderr());
+    if let Ok(style) = ProgressStyle::with_template("connecting {bar:40} {pos}/{len} ({elapsed})") {
+        bar.set_style(style);
+    }
+    bar
+}

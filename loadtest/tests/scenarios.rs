@@ -1,0 +1,330 @@
+//! The scenarios against the real `hub-server` binary, run as a user would run them: the
+//! counts the load client reports must agree with each other and with the hub's `/metrics`,
+//! and mistakes (wrong secret, wrong key, nothing listening, a remote target) must fail with
+//! a message that says what to fix.
+//!
+//! `loadtest` does not depend on the server's crates, so the server binary is found next to
+//! the `loadtest` binary (`<target>/<profile>/hub-server`, which `cargo test --workspace`
+//! builds), and built with `cargo build -p hub-server` when missing.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+const SECRET: &str = "loadtest-secret";
+const API_KEY: &str = "loadtest-api-key";
+
+/// The `hub-server` binary of the same target dir and profile, built if missing.
+fn hub_server_binary() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let loadtest = PathBuf::from(env!("CARGO_BIN_EXE_loadtest"));
+        let profile_dir = loadtest.parent().expect("binary has a parent dir");
+        let bin = profile_dir.join("hub-server");
+        if !bin.exists() {
+            let target_dir = profile_dir.parent().expect("profile dir has a parent");
+            let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+            cmd.args(["build", "-p", "hub-server", "--target-dir"])
+                .arg(target_dir)
+                .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join(".."));
+            if profile_dir.file_name().is_some_and(|n| n == "release") {
+                cmd.arg("--release");
+            }
+            let status = cmd.status().expect("run cargo build -p hub-server");
+            assert!(status.success(), "cargo build -p hub-server failed");
+        }
+        assert!(bin.exists(), "no hub-server binary at {}", bin.display());
+        bin
+    })
+}
+
+/// A free loopback port (bound, then released for the server to take).
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind a free port")
+        .port()
+}
+
+/// A hub-server process with a temporary config; killed on drop.
+struct Server {
+    child: Child,
+    port: u16,
+    dir: PathBuf,
+}
+
+impl Server {
+    fn start() -> Server {
+        let dir = std::env::temp_dir().join(format!(
+            "loadtest-scenarios-{}-{}",
+            std::process::id(),
+            fastrand::u64(..)
+        ));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let config = serde_json::json!({
+            "client": {
+                "token": {"hmac_secret_key": SECRET},
+                "ping_interval": "25s"
+            },
+            "http_api": {"key": API_KEY},
+            "channel": {"without_namespace": {"allow_subscribe_for_client": true}},
+            "log": {"level": "warn"}
+        });
+        let path = dir.join("config.json");
+        std::fs::write(&path, config.to_string()).expect("write config");
+        // The port may be taken between our release and the server's bind: try a few.
+        for _ in 0..5 {
+            let port = free_port();
+            let mut child = Command::new(hub_server_binary())
+                .arg("-c")
+                .arg(&path)
+                .arg("--port")
+                .arg(port.to_string())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("start hub-server");
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    break; // exited: port taken, most likely
+                }
+                if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                    return Server { child, port, dir };
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        panic!("hub-server did not start");
+    }
+
+    fn ws_url(&self) -> String {
+        format!("ws://127.0.0.1:{}/connection/websocket", self.port)
+    }
+
+    fn api_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn pid(&self) -> String {
+        self.child.id().to_string()
+    }
+
+    /// A counter from `GET /metrics`.
+    fn metric(&self, name: &str) -> f64 {
+        let mut s = TcpStream::connect(("127.0.0.1", self.port)).expect("connect for /metrics");
+        s.set_read_timeout(Some(Duration::from_secs(10))).ok();
+        write!(
+            s,
+            "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+        )
+        .expect("send GET /metrics");
+        let mut text = String::new();
+        s.read_to_string(&mut text).expect("read /metrics");
+        text.lines()
+            .find_map(|l| {
+                let (n, v) = l.split_once(' ')?;
+                (n == name).then(|| v.trim().parse().ok())?
+            })
+            .unwrap_or(0.0)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn loadtest(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_loadtest"))
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run loadtest")
+}
+
+fn describe(o: &Output) -> String {
+    format!(
+        "status {:?}\nstdout: {}\nstderr: {}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn json(o: &Output) -> serde_json::Value {
+    assert!(o.status.success(), "{}", describe(o));
+    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}", describe(o)))
+}
+
+fn stderr_of(o: &Output) -> String {
+    assert_eq!(o.status.code(), Some(1), "{}", describe(o));
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn idle_and_fanout_report_consistent_counts() {
+    let server = Server::start();
+    let (url, api, pid) = (server.ws_url(), server.api_url(), server.pid());
+
+    let idle = json(&loadtest(&[
+        "idle",
+        "--url",
+        &url,
+        "--connections",
+        "200",
+        "--secret",
+        SECRET,
+        "--hold",
+        "1s",
+        "--settle",
+        "200ms",
+        "--json",
+        "--pid",
+        &pid,
+    ]));
+    assert_eq!(idle["connected"], 200, "{idle:#}");
+    assert_eq!(idle["failed"], 0, "{idle:#}");
+    assert!(
+        idle["connect_rate_per_sec"].as_f64().unwrap() > 0.0,
+        "{idle:#}"
+    );
+    assert!(
+        idle["server"]["rss_after_bytes"].as_u64().unwrap() > 0,
+        "{idle:#}"
+    );
+    assert!(
+        idle["sockets"]["after"]["inuse"].as_u64().is_some(),
+        "{idle:#}"
+    );
+
+    let before = server.metric("hub_deliveries_total");
+    let fanout = json(&loadtest(&[
+        "fanout",
+        "--url",
+        &url,
+        "--api-url",
+        &api,
+        "--api-key",
+        API_KEY,
+        "--secret",
+        SECRET,
+        "--subscribers",
+        "100",
+        "--rate",
+        "20",
+        "--duration",
+        "3s",
+        "--json",
+        "--pid",
+        &pid,
+    ]));
+    let after = server.metric("hub_deliveries_total");
+    assert_eq!(fanout["subscribers_connected"], 100, "{fanout:#}");
+    assert_eq!(fanout["publications_scheduled"], 60, "{fanout:#}");
+    assert_eq!(fanout["publications_sent"], 60, "{fanout:#}");
+    let deliveries = fanout["deliveries"].as_u64().unwrap();
+    assert_eq!(deliveries, 60 * 100, "{fanout:#}");
+    assert_eq!(fanout["deliveries_expected"], 60 * 100, "{fanout:#}");
+    assert_eq!(fanout["latency"]["count"], 60 * 100, "{fanout:#}");
+    assert!(
+        fanout["latency"]["max_ms"].as_f64().unwrap() > 0.0,
+        "{fanout:#}"
+    );
+    assert!(
+        fanout["server_cpu_us_per_delivery"].as_f64().unwrap() > 0.0,
+        "{fanout:#}"
+    );
+    assert!(
+        after - before >= deliveries as f64,
+        "hub_deliveries_total grew by {} but the client received {deliveries}",
+        after - before
+    );
+}
+
+#[test]
+fn mistakes_are_explained() {
+    let server = Server::start();
+    let url = server.ws_url();
+
+    let o = loadtest(&[
+        "idle",
+        "--url",
+        &url,
+        "--connections",
+        "3",
+        "--secret",
+        "wrong",
+        "--hold",
+        "0s",
+    ]);
+    let e = stderr_of(&o);
+    assert!(e.contains("token rejected: check --secret"), "{e}");
+
+    let o = loadtest(&[
+        "fanout",
+        "--url",
+        &url,
+        "--api-url",
+        &server.api_url(),
+        "--api-key",
+        "wrong",
+        "--secret",
+        SECRET,
+        "--subscribers",
+        "1",
+        "--duration",
+        "1s",
+    ]);
+    let e = stderr_of(&o);
+    assert!(
+        e.contains("API key rejected") && e.contains("--api-key"),
+        "{e}"
+    );
+
+    // Nothing listens on a port just released.
+    let closed = format!("ws://127.0.0.1:{}/connection/websocket", free_port());
+    let o = loadtest(&[
+        "idle",
+        "--url",
+        &closed,
+        "--connections",
+        "3",
+        "--secret",
+        SECRET,
+    ]);
+    let e = stderr_of(&o);
+    assert!(
+        e.contains("connection refused") && e.contains(&closed),
+        "{e}"
+    );
+}
+
+#[test]
+fn preflight_checks_send_no_traffic() {
+    // A documentation address (TEST-NET-1): refused before any connection is tried.
+    let o = loadtest(&[
+        "idle",
+        "--url",
+        "ws://192.0.2.1:8000/connection/websocket",
+        "--secret",
+        "s",
+    ]);
+    let e = stderr_of(&o);
+    assert!(e.contains("--allow-remote"), "{e}");
+
+    let o = loadtest(&["idle", "--connections", "10000000", "--secret", "s"]);
+    let e = stderr_of(&o);
+    assert!(
+        e.contains("open files") && e.contains("the most this machine allows is --connections"),
+        "{e}"
+    );
+}
