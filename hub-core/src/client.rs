@@ -30,9 +30,67 @@ enum Status {
 
 struct ChannelState {
     options: SubscribeOptions,
-    info: ClientInfo,
     /// When the subscription must be refreshed by (instant of expiry).
     expires: Option<Instant>,
+}
+
+/// A connection's subscriptions: a vector sized exactly, since most connections hold a few
+/// channels (at most `channel_limit`) and a hash table's spare buckets would cost more than
+/// the rest of an idle connection.
+#[derive(Default)]
+struct Channels(Vec<(String, ChannelState)>);
+
+impl Channels {
+    fn position(&self, channel: &str) -> Option<usize> {
+        self.0.iter().position(|(c, _)| c == channel)
+    }
+
+    fn contains_key(&self, channel: &str) -> bool {
+        self.position(channel).is_some()
+    }
+
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    fn get(&self, channel: &str) -> Option<&ChannelState> {
+        self.position(channel).map(|i| &self.0[i].1)
+    }
+
+    fn get_mut(&mut self, channel: &str) -> Option<&mut ChannelState> {
+        self.position(channel).map(|i| &mut self.0[i].1)
+    }
+
+    fn insert(&mut self, channel: String, state: ChannelState) {
+        match self.position(&channel) {
+            Some(i) => self.0[i].1 = state,
+            None => {
+                self.0.reserve_exact(1);
+                self.0.push((channel, state));
+            }
+        }
+    }
+
+    fn remove(&mut self, channel: &str) -> Option<ChannelState> {
+        let i = self.position(channel)?;
+        let (_, st) = self.0.swap_remove(i);
+        if self.0.is_empty() {
+            self.0 = Vec::new();
+        }
+        Some(st)
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (&String, &ChannelState)> {
+        self.0.iter().map(|(c, s)| (c, s))
+    }
+
+    fn values(&self) -> impl Iterator<Item = &ChannelState> {
+        self.0.iter().map(|(_, s)| s)
+    }
+
+    fn keys(&self) -> impl Iterator<Item = &String> {
+        self.0.iter().map(|(c, _)| c)
+    }
 }
 
 /// A connection's session.
@@ -45,7 +103,7 @@ pub(crate) struct Client {
     ctx: ClientContext,
     opened: Instant,
     expires: Option<Instant>,
-    channels: HashMap<String, ChannelState>,
+    channels: Channels,
     next_ping: Option<Instant>,
     pong_deadline: Option<Instant>,
     next_presence: Option<Instant>,
@@ -88,10 +146,20 @@ impl Client {
             ctx,
             opened: Instant::now(),
             expires: None,
-            channels: HashMap::new(),
+            channels: Channels::default(),
             next_ping: None,
             pong_deadline: None,
             next_presence: None,
+        }
+    }
+
+    /// This connection as presence and join/leave show it, with a channel's info.
+    fn info_for(&self, chan_info: &Bytes) -> ClientInfo {
+        ClientInfo {
+            user: self.ctx.user.clone(),
+            client: self.ctx.client_id.clone(),
+            conn_info: self.ctx.info.clone(),
+            chan_info: chan_info.clone(),
         }
     }
 
@@ -391,25 +459,14 @@ impl Client {
         res.expires = expires.is_some();
         res.ttl = ttl;
         res.data = options.data.clone();
-        let info = ClientInfo {
-            user: self.ctx.user.clone(),
-            client: self.ctx.client_id.clone(),
-            conn_info: self.ctx.info.clone(),
-            chan_info: options.chan_info.clone(),
-        };
+        let info = self.info_for(&options.chan_info);
         if options.presence {
             if let Err(e) = inner.presence.add(channel, &info).await {
                 tracing::warn!(channel, error = %e, "presence add failed");
             }
         }
-        self.channels.insert(
-            channel.to_owned(),
-            ChannelState {
-                options,
-                info,
-                expires,
-            },
-        );
+        self.channels
+            .insert(channel.to_owned(), ChannelState { options, expires });
         Ok((res, last))
     }
 
@@ -420,12 +477,8 @@ impl Client {
         }
         if let Some(st) = self.channels.get(channel) {
             if st.options.emit_join_leave {
-                let _ = self
-                    .node
-                    .inner
-                    .broker
-                    .publish_join(channel, st.info.clone())
-                    .await;
+                let info = self.info_for(&st.options.chan_info);
+                let _ = self.node.inner.broker.publish_join(channel, info).await;
             }
         }
         Ok(())
@@ -491,7 +544,8 @@ impl Client {
                 .await;
         }
         if st.options.emit_join_leave {
-            let _ = inner.broker.publish_leave(channel, st.info).await;
+            let info = self.info_for(&st.options.chan_info);
+            let _ = inner.broker.publish_leave(channel, info).await;
         }
     }
 
@@ -517,15 +571,12 @@ impl Client {
             Err(r) => return self.refuse(id, r),
         };
         let info = decision.attach_info.then(|| {
-            self.channels
+            let chan_info = self
+                .channels
                 .get(&req.channel)
-                .map(|c| c.info.clone())
-                .unwrap_or_else(|| ClientInfo {
-                    user: self.ctx.user.clone(),
-                    client: self.ctx.client_id.clone(),
-                    conn_info: self.ctx.info.clone(),
-                    chan_info: Bytes::new(),
-                })
+                .map(|c| c.options.chan_info.clone())
+                .unwrap_or_default();
+            self.info_for(&chan_info)
         });
         let publication = Publication {
             data: decision.data.unwrap_or(req.data),
@@ -851,9 +902,10 @@ impl Client {
             self.push_unsubscribe(&channel, 2501, "subscription expired");
         }
         if self.next_presence.is_some_and(|p| now >= p) {
-            for (channel, st) in &self.channels {
+            for (channel, st) in self.channels.iter() {
                 if st.options.presence {
-                    let _ = self.node.inner.presence.add(channel, &st.info).await;
+                    let info = self.info_for(&st.options.chan_info);
+                    let _ = self.node.inner.presence.add(channel, &info).await;
                 }
             }
             self.next_presence = Some(now + cfg.presence_update_interval);

@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::error::Disconnect;
+use crate::idmap::IdMap;
 use crate::outbox::{ClientShared, Frame};
 use crate::protocol::json::encode_reply;
 use crate::protocol::{ClientInfo, Publication, Push, PushBody, Reply};
@@ -16,8 +17,8 @@ struct Subscriber {
     push_join_leave: bool,
 }
 
-type ChannelShard = HashMap<String, HashMap<Arc<str>, Subscriber>>;
-type UserShard = HashMap<String, HashMap<Arc<str>, Arc<ClientShared>>>;
+type ChannelShard = HashMap<String, IdMap<Subscriber>>;
+type UserShard = HashMap<String, IdMap<Arc<ClientShared>>>;
 
 pub(crate) struct Hub {
     channels: Vec<Mutex<ChannelShard>>,
@@ -54,7 +55,7 @@ impl Hub {
     pub(crate) fn remove_client(&self, user: &str, client_id: &str) {
         let mut shard = lock(&self.users[shard_of(user)]);
         if let Some(clients) = shard.get_mut(user) {
-            if clients.remove(client_id).is_some() {
+            if clients.remove(client_id) {
                 self.num_clients.fetch_sub(1, Ordering::Relaxed);
                 metrics::gauge!("hub_connections").decrement(1.0);
             }
@@ -68,7 +69,7 @@ impl Hub {
     pub(crate) fn user_connection_count(&self, user: &str) -> usize {
         lock(&self.users[shard_of(user)])
             .get(user)
-            .map_or(0, HashMap::len)
+            .map_or(0, IdMap::len)
     }
 
     /// The connections of a user on this node.
@@ -103,16 +104,13 @@ impl Hub {
         let first = !shard.contains_key(channel);
         let subs = shard.entry(channel.to_owned()).or_default();
         let id = client.id.clone();
-        if subs
-            .insert(
-                id,
-                Subscriber {
-                    client,
-                    push_join_leave,
-                },
-            )
-            .is_none()
-        {
+        if subs.insert(
+            id,
+            Subscriber {
+                client,
+                push_join_leave,
+            },
+        ) {
             self.num_subs.fetch_add(1, Ordering::Relaxed);
             metrics::gauge!("hub_subscriptions").increment(1.0);
         }
@@ -125,7 +123,7 @@ impl Hub {
         let Some(subs) = shard.get_mut(channel) else {
             return false;
         };
-        if subs.remove(client_id).is_some() {
+        if subs.remove(client_id) {
             self.num_subs.fetch_sub(1, Ordering::Relaxed);
             metrics::gauge!("hub_subscriptions").decrement(1.0);
         }

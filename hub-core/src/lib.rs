@@ -37,6 +37,7 @@ mod client;
 mod error;
 mod handler;
 mod hub;
+mod idmap;
 mod limits;
 mod node;
 mod outbox;

@@ -129,7 +129,15 @@ pub struct NodeInfo {
     pub uptime: u32,
 }
 
+/// Metric handles used on hot paths, registered once when the node starts (so install a
+/// `metrics` recorder before starting the node).
+pub(crate) struct Counters {
+    pub(crate) messages_sent: metrics::Counter,
+    pub(crate) messages_received: metrics::Counter,
+}
+
 pub(crate) struct NodeInner {
+    pub(crate) counters: Counters,
     pub(crate) config: NodeConfig,
     pub(crate) handler: Arc<dyn Handler>,
     pub(crate) broker: Arc<dyn Broker>,
@@ -193,7 +201,8 @@ impl NodeBuilder {
         self
     }
 
-    /// Starts the node: the broker begins delivering to it. Needs a tokio runtime.
+    /// Starts the node: the broker begins delivering to it. Needs a tokio runtime. Install
+    /// a `metrics` recorder first if you want the node's metrics.
     pub async fn start(self) -> Result<Node, EngineError> {
         let broker = self.broker.unwrap_or_else(|| Arc::new(MemoryBroker::new()));
         let presence = self
@@ -207,7 +216,12 @@ impl NodeBuilder {
         ));
         AcceptGate::spawn_monitor(&gate);
         let hub = Hub::new(self.config.compression);
+        let counters = Counters {
+            messages_sent: metrics::counter!("hub_messages_sent_total"),
+            messages_received: metrics::counter!("hub_messages_received_total"),
+        };
         let inner = Arc::new(NodeInner {
+            counters,
             config: self.config,
             gate,
             handler: self.handler,

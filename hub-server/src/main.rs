@@ -104,7 +104,7 @@ fn main() -> ExitCode {
             Ok(a) => a,
             Err(e) => return finish(Err(e)),
         };
-        let listener = match tokio::net::TcpListener::bind(addr).await {
+        let listener = match server::bind(addr) {
             Ok(l) => l,
             Err(e) => return finish(Err(format!("cannot listen on {addr}: {e}"))),
         };

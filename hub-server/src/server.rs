@@ -8,6 +8,7 @@ use axum::extract::{ConnectInfo, Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
+use axum::serve::ListenerExt;
 use axum::Router;
 use hub_core::Node;
 use tokio::net::TcpListener;
@@ -30,13 +31,14 @@ pub struct App {
 /// Builds the node and the routes from a config (nothing bound yet).
 pub async fn build(config: Config) -> Result<App, String> {
     let rules = Rules::new(config.clone())?;
+    // Before the node starts: it registers its metric handles then.
+    crate::metrics::handle();
     let node = Node::builder()
         .config(config.node_config())
         .handler(ServerHandler(rules.clone()))
         .start()
         .await
         .map_err(|e| format!("cannot start node: {e}"))?;
-    crate::metrics::handle();
     let api = ApiState {
         executor: Executor::new(node.clone(), rules.clone()),
         key: config.http_api.key.clone(),
@@ -125,6 +127,10 @@ pub async fn serve(
         let _ = tokio::time::timeout(timeout, drain_node.shutdown(window)).await;
         drained2.notify_one();
     });
+    // Small frames must not wait for the peer's delayed ACK (Nagle).
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     let server = axum::serve(
         listener,
         app.router
@@ -138,6 +144,19 @@ pub async fn serve(
     let _ = tokio::time::timeout(timeout, drained.notified()).await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Binds a listener with a deep accept queue (the kernel caps it at `net.core.somaxconn`),
+/// so a burst of connections is not dropped and retried a second later.
+pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(65535)
 }
 
 /// Resolves on SIGTERM or Ctrl-C.

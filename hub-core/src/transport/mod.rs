@@ -279,8 +279,9 @@ where
         let io = &mut self.io;
         let decoder = &mut self.decoder;
         poll_fn(|cx| {
-            let mut buf = [0u8; READ_CHUNK];
-            let mut rb = ReadBuf::new(&mut buf);
+            // Uninitialised: a poll that finds no data costs no zeroing.
+            let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); READ_CHUNK];
+            let mut rb = ReadBuf::uninit(&mut buf);
             match Pin::new(&mut *io).poll_read(cx, &mut rb) {
                 Poll::Pending => Poll::Pending,
                 Poll::Ready(Err(e)) => {
@@ -344,8 +345,31 @@ where
     ) -> Result<(), Disconnect> {
         let n = items.len() as u64;
         let buf = self.encode(items);
+        // Fast path: a socket with room takes the whole buffer in one write, with no timer
+        // and no allocation beyond the buffer.
+        let io = &mut self.io;
+        let first = poll_fn(|cx| Poll::Ready(Pin::new(&mut *io).poll_write(cx, &buf))).await;
+        let written = match first {
+            Poll::Ready(Ok(w)) => w,
+            Poll::Ready(Err(_)) => return Err(Disconnect::WRITE_ERROR),
+            Poll::Pending => 0,
+        };
+        if written == buf.len() {
+            self.node.inner.counters.messages_sent.increment(n);
+            return Ok(());
+        }
+        let r = Box::pin(self.write_slow(shared, &buf[written..])).await;
+        if r.is_ok() {
+            self.node.inner.counters.messages_sent.increment(n);
+        }
+        r
+    }
+
+    /// The rest of a write the socket could not take at once: with the write timeout, and
+    /// abandoned if the reader turns out to be too slow.
+    async fn write_slow(&mut self, shared: &ClientShared, buf: &[u8]) -> Result<(), Disconnect> {
         let timeout = self.node.config().write_timeout;
-        let write = tokio::time::timeout(timeout, self.write_bytes(&buf));
+        let write = tokio::time::timeout(timeout, self.write_bytes(buf));
         tokio::pin!(write);
         let mut woken = false;
         let r = loop {
@@ -365,9 +389,6 @@ where
         if woken {
             // The wake-up was for the main loop (new frames or controls): pass it on.
             shared.notify.notify_one();
-        }
-        if r.is_ok() {
-            metrics::counter!("hub_messages_sent_total").increment(n);
         }
         r
     }
@@ -407,7 +428,7 @@ where
                     if std::str::from_utf8(&payload).is_err() {
                         return Err(Disconnect::BAD_REQUEST);
                     }
-                    metrics::counter!("hub_messages_received_total").increment(1);
+                    self.node.inner.counters.messages_received.increment(1);
                     // Boxed: the command futures are large and rare; the task that waits
                     // on an idle socket should not carry their space.
                     Box::pin(client.handle_frame(&payload)).await?;
@@ -443,22 +464,27 @@ where
         let timer =
             tokio::time::sleep_until(tokio::time::Instant::from_std(client.next_deadline()));
         tokio::pin!(timer);
+        // Whether the client's deadlines may have moved (not after a plain delivery).
+        let mut rearm = false;
         let disconnect = loop {
-            let deadline = tokio::time::Instant::from_std(client.next_deadline());
-            if timer.deadline() != deadline {
-                timer.as_mut().reset(deadline);
+            if rearm {
+                let deadline = tokio::time::Instant::from_std(client.next_deadline());
+                if timer.deadline() != deadline {
+                    timer.as_mut().reset(deadline);
+                }
             }
             tokio::select! {
                 biased;
                 _ = shared.notify.notified() => {
                     let (items, close, controls) = shared.take();
                     let mut stop = close;
+                    rearm = !controls.is_empty();
                     for c in controls {
                         if stop.is_some() { break; }
                         if let Err(d) = Box::pin(client.handle_control(c)).await { stop = Some(d); }
                     }
                     if !items.is_empty() {
-                        if let Err(d) = Box::pin(self.write(&shared, items)).await {
+                        if let Err(d) = self.write(&shared, items).await {
                             write_failed = true;
                             break d;
                         }
@@ -471,6 +497,7 @@ where
                 }
                 r = self.read() => match r {
                     Ok(Read::Messages(m)) => {
+                        rearm = true;
                         if let Err(d) = Box::pin(self.on_messages(&mut client, m)).await {
                             peer_closed = d == Disconnect::CONNECTION_CLOSED;
                             Box::pin(self.write_remaining(&shared)).await;
@@ -489,6 +516,7 @@ where
                     }
                 },
                 _ = &mut timer => {
+                    rearm = true;
                     if let Err(d) = Box::pin(client.on_timer()).await {
                         break d;
                     }

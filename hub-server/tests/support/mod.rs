@@ -84,7 +84,7 @@ fn merge(base: &mut serde_json::Value, over: serde_json::Value) {
 pub async fn start(config: Config) -> TestServer {
     let app = hub_server::server::build(config).await.expect("build");
     let node = app.node.clone();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let listener = hub_server::server::bind("127.0.0.1:0".parse().unwrap()).unwrap();
     let addr = listener.local_addr().unwrap();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let done = tokio::spawn(async move {
