@@ -292,3 +292,55 @@ async fn draining_closes_clients_with_shutdown() {
     expect_close(&mut w, 3001).await;
     stop.await.unwrap();
 }
+
+#[tokio::test]
+async fn websocket_ping_frames_are_answered_with_pongs() {
+    use futures_util::StreamExt;
+    let server = start(config(json!({}))).await;
+    let mut w = connected(server.addr, "u").await;
+    w.send(Message::Ping(b"are you there".to_vec().into()))
+        .await
+        .unwrap();
+    let pong = loop {
+        let m = tokio::time::timeout(Duration::from_secs(5), w.next())
+            .await
+            .expect("pong in time")
+            .expect("open")
+            .unwrap();
+        if let Message::Pong(p) = m {
+            break p;
+        }
+    };
+    assert_eq!(&pong[..], b"are you there");
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn fragmented_client_messages_are_reassembled() {
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+    use tokio_tungstenite::tungstenite::protocol::frame::{Frame, FrameHeader};
+    let server = start(config(json!({}))).await;
+    let mut w = connected(server.addr, "u").await;
+    let text = r#"{"id":2,"subscribe":{"channel":"news"}}"#;
+    let (a, b) = text.split_at(10);
+    let first = Frame::from_payload(
+        FrameHeader {
+            is_final: false,
+            opcode: OpCode::Data(Data::Text),
+            ..FrameHeader::default()
+        },
+        a.as_bytes().to_vec().into(),
+    );
+    let last = Frame::from_payload(
+        FrameHeader {
+            is_final: true,
+            opcode: OpCode::Data(Data::Continue),
+            ..FrameHeader::default()
+        },
+        b.as_bytes().to_vec().into(),
+    );
+    w.send(Message::Frame(first)).await.unwrap();
+    w.send(Message::Frame(last)).await.unwrap();
+    assert!(reply(&mut w, 2).await.get("subscribe").is_some());
+    server.shutdown().await;
+}
