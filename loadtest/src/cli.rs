@@ -53,6 +53,11 @@ pub(crate) struct ConnectOpts {
     /// The server's process id: report its memory (idle) or CPU (fanout) from /proc.
     #[arg(long)]
     pub(crate) pid: Option<u32>,
+    /// Offer permessage-deflate (client_no_context_takeover, server_no_context_takeover) and
+    /// fail unless the server accepts it; compressed messages are inflated, each on its own.
+    /// This client's own frames go uncompressed.
+    #[arg(long)]
+    pub(crate) compression: bool,
 }
 
 /// `idle` options.
@@ -176,6 +181,7 @@ mod tests {
             "--hold",
             "1s",
             "--json",
+            "--compression",
         ])
         .unwrap();
         assert!(c.json);
@@ -183,6 +189,7 @@ mod tests {
             panic!()
         };
         assert_eq!(a.connections, 5);
+        assert!(a.connect.compression);
         assert_eq!(a.hold, Duration::from_secs(1));
         assert!(
             Cli::try_parse_from(["loadtest", "idle"]).is_err(),

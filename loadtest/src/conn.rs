@@ -1,31 +1,20 @@
-//! One client-protocol connection: TCP, WebSocket handshake, `connect` and `subscribe` sent
-//! in one frame (as centrifuge-js does), then a receive loop that answers server pings (`{}`
-//! with `{}`) and hands each publication's `data` to a [`PubSink`].
+//! One client-protocol connection: TCP, WebSocket handshake (offering permessage-deflate with
+//! `--compression`), `connect` and `subscribe` sent in one frame (as centrifuge-js does), then
+//! a receive loop that answers server pings (`{}` with `{}`) and hands each publication's
+//! `data` to a [`PubSink`].
 
 use std::fmt;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt};
 use serde::de::IgnoredAny;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
-use tokio_tungstenite::tungstenite::{self, Message};
-use tokio_tungstenite::WebSocketStream;
 
 use crate::target::WsTarget;
-
-/// Small buffers: thousands of connections live in this process.
-fn ws_config() -> WebSocketConfig {
-    WebSocketConfig::default()
-        .read_buffer_size(4096)
-        .write_buffer_size(0)
-        .max_message_size(Some(16 << 20))
-        .max_frame_size(Some(16 << 20))
-}
+use crate::ws::{HandshakeError, Incoming, WebSocket, WsError};
 
 /// Why a connection could not be opened (connected and subscribed).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,6 +33,13 @@ pub(crate) enum ConnError {
         /// The URL.
         url: String,
         /// What went wrong (`HTTP 404 Not Found`, ...).
+        detail: String,
+    },
+    /// `--compression` was given and the server did not accept permessage-deflate.
+    NoCompression {
+        /// The URL.
+        url: String,
+        /// What the response lacked.
         detail: String,
     },
     /// The server closed with 3500 "invalid token".
@@ -91,6 +87,7 @@ impl ConnError {
             ConnError::Refused { .. } => "connection refused".into(),
             ConnError::Io(_) => "io error".into(),
             ConnError::Handshake { detail, .. } => format!("handshake: {detail}"),
+            ConnError::NoCompression { .. } => "permessage-deflate not accepted".into(),
             ConnError::TokenRejected => "token rejected (3500)".into(),
             ConnError::Closed { stage, code, .. } => match code {
                 Some(c) => format!("closed with {c} during {stage}"),
@@ -115,6 +112,11 @@ impl fmt::Display for ConnError {
             ConnError::Handshake { url, detail } => {
                 write!(f, "WebSocket handshake with {url} failed: {detail}")
             }
+            ConnError::NoCompression { url, detail } => write!(
+                f,
+                "--compression: {detail} ({url}); enable it in the server's config: \
+                 \"websocket\": {{\"compression\": true}}"
+            ),
             ConnError::TokenRejected => write!(
                 f,
                 "token rejected: check --secret (the server closed with 3500 invalid token)"
@@ -265,7 +267,7 @@ pub(crate) fn opening_frame(token: &str, channels: &[String]) -> String {
 /// An open, subscribed connection.
 #[derive(Debug)]
 pub(crate) struct Session {
-    ws: WebSocketStream<TcpStream>,
+    ws: WebSocket,
 }
 
 /// How a session's receive loop ended.
@@ -286,18 +288,23 @@ pub(crate) struct Ended {
     pub(crate) reason: EndReason,
     /// Server pings answered.
     pub(crate) pings: u64,
+    /// Compressed (RSV1) messages received, opening replies included.
+    pub(crate) inflated: u64,
 }
 
-/// Opens connection `conn` to `target`: connect with `token`, subscribe to `channels`, all
+/// Opens a connection to `target`, offering permessage-deflate if `compression` (and failing
+/// if the server does not accept it): connect with `token`, subscribe to `channels`, all
 /// within `limit`.
 pub(crate) async fn open(
     target: &WsTarget,
     token: &str,
     channels: &[String],
+    compression: bool,
     limit: Duration,
 ) -> Result<Session, ConnError> {
     let mut stage = "TCP connect";
-    match tokio::time::timeout(limit, open_steps(target, token, channels, &mut stage)).await {
+    let steps = open_steps(target, token, channels, compression, &mut stage);
+    match tokio::time::timeout(limit, steps).await {
         Ok(r) => r,
         Err(_) => Err(ConnError::Timeout {
             stage,
@@ -310,6 +317,7 @@ async fn open_steps(
     target: &WsTarget,
     token: &str,
     channels: &[String],
+    compression: bool,
     stage: &mut &'static str,
 ) -> Result<Session, ConnError> {
     let tcp = TcpStream::connect(target.addr).await.map_err(|e| {
@@ -324,50 +332,52 @@ async fn open_steps(
     })?;
     let _ = tcp.set_nodelay(true);
     *stage = "WebSocket handshake";
-    let (mut ws, _) =
-        tokio_tungstenite::client_async_with_config(target.url.as_str(), tcp, Some(ws_config()))
-            .await
-            .map_err(|e| ConnError::Handshake {
-                url: target.url.clone(),
-                detail: match e {
-                    tungstenite::Error::Http(resp) => format!("HTTP {}", resp.status()),
-                    e => e.to_string(),
-                },
-            })?;
-    *stage = "connect";
-    ws.send(Message::text(opening_frame(token, channels)))
+    let mut ws = WebSocket::connect(tcp, &target.url, compression)
         .await
-        .map_err(|e| ConnError::Io(e.to_string()))?;
+        .map_err(|e| match e {
+            HandshakeError::Compression(detail) => ConnError::NoCompression {
+                url: target.url.clone(),
+                detail,
+            },
+            e => ConnError::Handshake {
+                url: target.url.clone(),
+                detail: e.to_string(),
+            },
+        })?;
+    *stage = "connect";
+    ws.send_text(&opening_frame(token, channels))
+        .await
+        .map_err(ws_error)?;
     // Replies 1 (connect) and 2.. (subscribes) may come in any frames, between pings.
     let mut waiting = channels.len() + 1;
     while waiting > 0 {
-        let text = match ws.next().await {
-            Some(Ok(Message::Text(t))) => t,
-            Some(Ok(Message::Close(f))) => {
-                let code = f.as_ref().map(|f| u16::from(f.code));
+        let text = match ws.recv().await {
+            Ok(Some(Incoming::Text(t))) => t,
+            Ok(Some(Incoming::Close { code, reason })) => {
                 if code == Some(3500) {
                     return Err(ConnError::TokenRejected);
                 }
                 return Err(ConnError::Closed {
                     stage,
                     code,
-                    reason: f.map(|f| f.reason.to_string()).unwrap_or_default(),
+                    reason,
                 });
             }
-            Some(Ok(Message::Binary(_))) => {
+            Ok(Some(Incoming::Binary(_))) => {
                 return Err(ConnError::Protocol(
                     "binary frame from the server; the JSON protocol uses text frames".into(),
                 ))
             }
-            Some(Ok(_)) => continue,
-            Some(Err(e)) => {
+            Ok(Some(Incoming::Ping(_) | Incoming::Pong)) => continue,
+            Err(WsError::Io(e)) => {
                 return Err(ConnError::Closed {
                     stage,
                     code: None,
-                    reason: e.to_string(),
+                    reason: e,
                 })
             }
-            None => {
+            Err(e) => return Err(ws_error(e)),
+            Ok(None) => {
                 return Err(ConnError::Closed {
                     stage,
                     code: None,
@@ -434,12 +444,18 @@ async fn open_steps(
             }
         }
         if ping {
-            ws.send(Message::text("{}"))
-                .await
-                .map_err(|e| ConnError::Io(e.to_string()))?;
+            ws.send_text("{}").await.map_err(ws_error)?;
         }
     }
     Ok(Session { ws })
+}
+
+/// A transport or framing error as a connection error.
+fn ws_error(e: WsError) -> ConnError {
+    match e {
+        WsError::Io(e) => ConnError::Io(e),
+        e => ConnError::Protocol(e.to_string()),
+    }
 }
 
 impl Session {
@@ -455,22 +471,20 @@ impl Session {
         let reason = loop {
             let msg = tokio::select! {
                 _ = async { let _ = stop.wait_for(|s| *s).await; } => {
-                    let _ = tokio::time::timeout(Duration::from_secs(2), self.ws.close(None)).await;
+                    let _ = tokio::time::timeout(Duration::from_secs(2), self.ws.close()).await;
                     break EndReason::Stopped;
                 }
-                m = self.ws.next() => m,
+                m = self.ws.recv() => m,
             };
             let text = match msg {
-                Some(Ok(Message::Text(t))) => t,
-                Some(Ok(Message::Close(f))) => {
-                    break EndReason::Closed(f.map(|f| u16::from(f.code)))
-                }
-                Some(Ok(Message::Binary(_))) => {
+                Ok(Some(Incoming::Text(t))) => t,
+                Ok(Some(Incoming::Close { code, .. })) => break EndReason::Closed(code),
+                Ok(Some(Incoming::Binary(_))) => {
                     break EndReason::Failed("binary frame from the server".into())
                 }
-                Some(Ok(_)) => continue,
-                Some(Err(e)) => break EndReason::Failed(e.to_string()),
-                None => break EndReason::Closed(None),
+                Ok(Some(Incoming::Ping(_) | Incoming::Pong)) => continue,
+                Err(e) => break EndReason::Failed(e.to_string()),
+                Ok(None) => break EndReason::Closed(None),
             };
             let mut ping = false;
             let mut failed = None;
@@ -498,12 +512,21 @@ impl Session {
             }
             if ping {
                 pings += 1;
-                if let Err(e) = self.ws.send(Message::text("{}")).await {
+                if let Err(e) = self.ws.send_text("{}").await {
                     break EndReason::Failed(e.to_string());
                 }
             }
         };
-        Ended { reason, pings }
+        Ended {
+            reason,
+            pings,
+            inflated: self.ws.inflated(),
+        }
+    }
+
+    /// Whether permessage-deflate was negotiated.
+    pub(crate) fn compressed(&self) -> bool {
+        self.ws.deflate()
     }
 }
 
@@ -591,5 +614,18 @@ mod tests {
             message: "unauthorized".into(),
         };
         assert!(e.to_string().contains("check --secret"), "{e}");
+        let e = ConnError::NoCompression {
+            url: "ws://127.0.0.1:1/x".into(),
+            detail: "the server did not accept permessage-deflate: its 101 response has no \
+                     Sec-WebSocket-Extensions header"
+                .into(),
+        };
+        let m = e.to_string();
+        assert!(
+            m.starts_with("--compression: the server did not accept permessage-deflate")
+                && m.contains("Sec-WebSocket-Extensions")
+                && m.contains(r#""websocket": {"compression": true}"#),
+            "{m}"
+        );
     }
 }

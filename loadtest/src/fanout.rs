@@ -226,6 +226,10 @@ pub(crate) struct FanoutReport {
     pub(crate) subscribers: u64,
     /// Subscribers connected and subscribed.
     pub(crate) subscribers_connected: u64,
+    /// permessage-deflate was negotiated on every connected subscriber (`--compression`).
+    pub(crate) compression: bool,
+    /// Compressed (RSV1) messages the subscribers received, opening replies included.
+    pub(crate) compressed_messages: u64,
     /// Subscriber failures by kind.
     pub(crate) subscriber_failures: BTreeMap<String, u64>,
     /// The first subscriber failure in full.
@@ -268,6 +272,10 @@ pub(crate) struct FanoutReport {
     pub(crate) cpu: CpuUsage,
     /// Server CPU per delivery, µs (with --pid).
     pub(crate) server_cpu_us_per_delivery: Option<f64>,
+    /// Of which in user space, µs (with --pid; from `utime`, clock-tick resolution).
+    pub(crate) server_user_us_per_delivery: Option<f64>,
+    /// Of which in the kernel, µs (with --pid; from `stime`, clock-tick resolution).
+    pub(crate) server_kernel_us_per_delivery: Option<f64>,
     /// Average server cores busy (with --pid).
     pub(crate) server_cores: Option<f64>,
     /// Average cores busy in this client.
@@ -351,6 +359,7 @@ pub(crate) async fn run(
         max_connect_time: c.max_connect_time,
         channels: Arc::new(move |_| vec![channel.clone()]),
         sink: sink.clone(),
+        compression: c.compression,
         progress,
     };
     let (swarm, opened) = swarm::open(plan).await.map_err(|e| e.to_string())?;
@@ -414,6 +423,12 @@ pub(crate) async fn run(
     if let Some(w) = cpu.contamination_warning(CONTAMINATION_CORES) {
         warnings.push(w);
     }
+    if cpu.server_user_secs.is_some() && cpu.clock_ticks_per_sec.is_none() {
+        warnings.push(
+            "`getconf CLK_TCK` failed: the user/kernel split assumes 100 clock ticks per second"
+                .into(),
+        );
+    }
     if deliveries < expected {
         warnings.push(format!(
             "{} deliveries missing after waiting --drain {:?}",
@@ -433,6 +448,8 @@ pub(crate) async fn run(
         channel: args.channel.clone(),
         subscribers: args.subscribers,
         subscribers_connected: opened.connected,
+        compression: opened.connected > 0 && opened.compressed == opened.connected,
+        compressed_messages: ending.compressed_messages,
         subscriber_failures: opened.failures.clone(),
         subscriber_first_error: opened.first_error.clone(),
         subscribers_dropped: ending.dropped,
@@ -454,6 +471,12 @@ pub(crate) async fn run(
         latency: LatencySummary::of(&sink.recorder.merged()),
         server_cpu_us_per_delivery: cpu
             .server_cpu_secs
+            .and_then(|s| stats::per_item(s * 1e6, deliveries)),
+        server_user_us_per_delivery: cpu
+            .server_user_secs
+            .and_then(|s| stats::per_item(s * 1e6, deliveries)),
+        server_kernel_us_per_delivery: cpu
+            .server_kernel_secs
             .and_then(|s| stats::per_item(s * 1e6, deliveries)),
         server_cores: cpu
             .server_cpu_secs
@@ -495,6 +518,12 @@ impl FanoutReport {
             self.subscriber_failures.values().sum::<u64>(),
             self.subscribers_dropped.values().sum::<u64>()
         ));
+        if self.compression {
+            line(format!(
+                "  compression   permessage-deflate negotiated; {} compressed messages received",
+                self.compressed_messages
+            ));
+        }
         for (kind, n) in self
             .subscriber_failures
             .iter()
@@ -544,8 +573,15 @@ impl FanoutReport {
         ));
         let cores = |c: Option<f64>| c.map_or("-".to_owned(), |c| format!("{c:.2}"));
         if let Some(us) = self.server_cpu_us_per_delivery {
+            let split = match (
+                self.server_user_us_per_delivery,
+                self.server_kernel_us_per_delivery,
+            ) {
+                (Some(u), Some(k)) => format!("user {u:.1} + kernel {k:.1}; "),
+                _ => String::new(),
+            };
             line(format!(
-                "  server CPU    {:.2} µs per delivery ({} cores busy over {:.1} s)",
+                "  server CPU    {:.2} µs per delivery ({split}{} cores busy over {:.1} s)",
                 us,
                 cores(self.server_cores),
                 self.cpu.window_secs

@@ -52,6 +52,8 @@ pub(crate) struct IdleReport {
     pub(crate) channels_per_conn: u32,
     /// Connected and subscribed.
     pub(crate) connected: u64,
+    /// permessage-deflate was negotiated on every connected connection (`--compression`).
+    pub(crate) compression: bool,
     /// Failed to connect or subscribe.
     pub(crate) failed: u64,
     /// Failures by kind.
@@ -113,6 +115,7 @@ pub(crate) async fn run(
         max_connect_time: c.max_connect_time,
         channels: Arc::new(move |i| (0..per_conn).map(|k| format!("{prefix}-{i}-{k}")).collect()),
         sink: Arc::new(Ignore),
+        compression: c.compression,
         progress,
     };
     let (swarm, opened) = swarm::open(plan).await.map_err(|e| e.to_string())?;
@@ -139,6 +142,7 @@ pub(crate) async fn run(
         connections: args.connections,
         channels_per_conn: args.channels_per_conn,
         connected: n,
+        compression: n > 0 && opened.compressed == n,
         failed: opened.failed(),
         failures: opened.failures.clone(),
         first_error: opened.first_error.clone(),
@@ -196,7 +200,15 @@ impl IdleReport {
             s.push_str(&l);
             s.push('\n');
         };
-        line(format!("idle: {}", self.url));
+        line(format!(
+            "idle: {}{}",
+            self.url,
+            if self.compression {
+                " (permessage-deflate)"
+            } else {
+                ""
+            }
+        ));
         line(format!(
             "  connections   {} connected, {} failed{} (of {}; {} channel(s) each)",
             self.connected,

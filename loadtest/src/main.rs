@@ -22,6 +22,7 @@ mod stats;
 mod swarm;
 mod target;
 mod token;
+mod ws;
 
 use std::io::IsTerminal;
 use std::process::ExitCode;

@@ -57,15 +57,21 @@ pub(crate) fn parse_schedstat(text: &str) -> Option<u64> {
     text.split_whitespace().next()?.parse().ok()
 }
 
-/// `utime + stime` of a `/proc/PID/stat` text, in clock ticks. The command name (field 2) may
-/// hold spaces and parentheses, so fields are counted from the last `)`.
+/// `utime + stime` of a `/proc/PID/stat` text, in clock ticks.
 pub(crate) fn parse_stat_cpu_ticks(text: &str) -> Option<u64> {
+    parse_stat_user_kernel_ticks(text).map(|(u, k)| u + k)
+}
+
+/// `(utime, stime)` of a `/proc/PID/stat` text: user and kernel time of all the process's
+/// threads, in clock ticks. The command name (field 2) may hold spaces and parentheses, so
+/// fields are counted from the last `)`.
+pub(crate) fn parse_stat_user_kernel_ticks(text: &str) -> Option<(u64, u64)> {
     let rest = &text[text.rfind(')')? + 1..];
     let fields: Vec<&str> = rest.split_whitespace().collect();
     // After ')': state is field 3, so utime (14) and stime (15) are at 11 and 12.
     let utime: u64 = fields.get(11)?.parse().ok()?;
     let stime: u64 = fields.get(12)?.parse().ok()?;
-    Some(utime + stime)
+    Some((utime, stime))
 }
 
 /// Machine CPU from the `cpu` line of `/proc/stat`, in clock ticks.
@@ -107,10 +113,16 @@ fn getconf(name: &str) -> Option<u64> {
     String::from_utf8(out.stdout).ok()?.trim().parse().ok()
 }
 
+/// Clock ticks per second of `/proc/*/stat` from `getconf CLK_TCK` (run once); `None` if
+/// it failed.
+pub(crate) fn clk_tck_conf() -> Option<u64> {
+    static TCK: OnceLock<Option<u64>> = OnceLock::new();
+    *TCK.get_or_init(|| getconf("CLK_TCK").filter(|&t| t > 0))
+}
+
 /// Clock ticks per second of `/proc/*/stat` (`getconf CLK_TCK`, 100 if unknown).
 pub(crate) fn clk_tck() -> u64 {
-    static TCK: OnceLock<u64> = OnceLock::new();
-    *TCK.get_or_init(|| getconf("CLK_TCK").filter(|&t| t > 0).unwrap_or(100))
+    clk_tck_conf().unwrap_or(100)
 }
 
 /// The page size for `/proc/net/sockstat` (`getconf PAGESIZE`, 4096 if unknown).
@@ -166,6 +178,12 @@ impl Proc {
         Some(ticks * 1_000_000_000 / clk_tck())
     }
 
+    /// User and kernel CPU time used so far (`utime`, `stime` of `/proc/PID/stat`), in clock
+    /// ticks of [`clk_tck`].
+    pub(crate) fn user_kernel_ticks(self) -> Option<(u64, u64)> {
+        parse_stat_user_kernel_ticks(&std::fs::read_to_string(format!("{}/stat", self.dir())).ok()?)
+    }
+
     /// Whether the process exists.
     pub(crate) fn exists(self) -> bool {
         std::path::Path::new(&format!("{}/status", self.dir())).exists()
@@ -206,6 +224,7 @@ pub(crate) fn machine_cpu() -> Option<MachineCpu> {
 pub(crate) struct CpuSnapshot {
     at: Instant,
     server_ns: Option<u64>,
+    server_user_kernel: Option<(u64, u64)>,
     own_ns: Option<u64>,
     machine: Option<MachineCpu>,
 }
@@ -216,6 +235,7 @@ impl CpuSnapshot {
         CpuSnapshot {
             at: Instant::now(),
             server_ns: server.and_then(|p| Proc::Pid(p).cpu_ns()),
+            server_user_kernel: server.and_then(|p| Proc::Pid(p).user_kernel_ticks()),
             own_ns: Proc::OwnProcess.cpu_ns(),
             machine: machine_cpu(),
         }
@@ -227,8 +247,15 @@ impl CpuSnapshot {
 pub(crate) struct CpuUsage {
     /// Wall time between the snapshots, seconds.
     pub(crate) window_secs: f64,
-    /// Server CPU time, seconds (when a pid was given).
+    /// Server CPU time, seconds (when a pid was given): the sum of its threads' schedstat.
     pub(crate) server_cpu_secs: Option<f64>,
+    /// Of which in user space, seconds (`utime` of `/proc/PID/stat`, clock-tick resolution).
+    pub(crate) server_user_secs: Option<f64>,
+    /// Of which in the kernel, seconds (`stime` of `/proc/PID/stat`, clock-tick resolution).
+    pub(crate) server_kernel_secs: Option<f64>,
+    /// Clock ticks per second of `utime`/`stime` (`getconf CLK_TCK`); `None` when getconf
+    /// failed and 100 was assumed.
+    pub(crate) clock_ticks_per_sec: Option<u64>,
     /// The load client's own CPU time, seconds.
     pub(crate) client_cpu_secs: Option<f64>,
     /// Machine busy time not accounted to the server or the client, seconds.
@@ -242,6 +269,10 @@ impl CpuUsage {
             Some(y?.saturating_sub(x?) as f64 / 1e9)
         };
         let server = secs(a.server_ns, b.server_ns);
+        let ticks = |pick: fn((u64, u64)) -> u64| -> Option<f64> {
+            let d = pick(b.server_user_kernel?).saturating_sub(pick(a.server_user_kernel?));
+            Some(d as f64 / clk_tck() as f64)
+        };
         let client = secs(a.own_ns, b.own_ns);
         let machine = match (a.machine, b.machine) {
             (Some(x), Some(y)) => Some(y.busy.saturating_sub(x.busy) as f64 / clk_tck() as f64),
@@ -250,6 +281,9 @@ impl CpuUsage {
         CpuUsage {
             window_secs: b.at.saturating_duration_since(a.at).as_secs_f64(),
             server_cpu_secs: server,
+            server_user_secs: ticks(|(u, _)| u),
+            server_kernel_secs: ticks(|(_, k)| k),
+            clock_ticks_per_sec: clk_tck_conf(),
             client_cpu_secs: client,
             other_cpu_secs: machine
                 .map(|m| other_cpu(m, server.unwrap_or(0.0), client.unwrap_or(0.0))),
@@ -359,9 +393,11 @@ mod tests {
         let text = "29009 (timeout) S 29007 29009 26344 0 -1 4194304 144 0 2 0 7 5 0 0 20 0 1 0 \
                     207499 2998272 388 18446744073709551615";
         assert_eq!(parse_stat_cpu_ticks(text), Some(12));
+        assert_eq!(parse_stat_user_kernel_ticks(text), Some((7, 5)));
         // A command name with spaces and a ')' inside.
         let odd = "42 (a b) c) R 1 42 42 0 -1 0 0 0 0 0 100 23 0 0 20 0 4 0 1 2 3";
         assert_eq!(parse_stat_cpu_ticks(odd), Some(123));
+        assert_eq!(parse_stat_user_kernel_ticks(odd), Some((100, 23)));
         assert_eq!(parse_stat_cpu_ticks("42 (x) R 1"), None);
     }
 
@@ -392,6 +428,9 @@ mod tests {
         let mut u = CpuUsage {
             window_secs: 10.0,
             server_cpu_secs: Some(5.0),
+            server_user_secs: Some(2.0),
+            server_kernel_secs: Some(3.0),
+            clock_ticks_per_sec: Some(100),
             client_cpu_secs: Some(4.0),
             other_cpu_secs: Some(0.5),
         };
@@ -405,6 +444,7 @@ mod tests {
     fn own_process_counters_are_readable() {
         assert!(Proc::OwnProcess.rss().is_some_and(|r| r > 0));
         assert!(Proc::OwnProcess.cpu_ns().is_some());
+        assert!(Proc::OwnProcess.user_kernel_ticks().is_some());
         assert!(Proc::OwnProcess.exists());
         assert!(machine_cpu().is_some());
         assert!(tcp_sockstat().is_some());

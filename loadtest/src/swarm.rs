@@ -35,6 +35,8 @@ pub(crate) struct Plan {
     pub(crate) max_connect_time: Duration,
     /// Channels per connection.
     pub(crate) channels: ChannelsOf,
+    /// Offer permessage-deflate, and fail connections whose server does not accept it.
+    pub(crate) compression: bool,
     /// Where publications go.
     pub(crate) sink: Arc<dyn PubSink>,
     /// Show a progress bar on stderr (when it is a terminal).
@@ -46,6 +48,8 @@ pub(crate) struct Plan {
 pub(crate) struct Opened {
     /// Connections connected and subscribed.
     pub(crate) connected: u64,
+    /// Of them, connections with permessage-deflate negotiated.
+    pub(crate) compressed: u64,
     /// Connections that failed, by kind of failure.
     pub(crate) failures: BTreeMap<String, u64>,
     /// The first failure in full.
@@ -72,6 +76,8 @@ pub(crate) struct Ending {
     pub(crate) dropped: BTreeMap<String, u64>,
     /// Server pings answered, over all connections.
     pub(crate) pings_answered: u64,
+    /// Compressed messages received, over all connections.
+    pub(crate) compressed_messages: u64,
 }
 
 /// Open connections, held by their tasks.
@@ -94,9 +100,11 @@ pub(crate) async fn open(plan: Plan) -> Result<(Swarm, Opened), ConnError> {
         &plan.target,
         &token0,
         &(plan.channels)(0),
+        plan.compression,
         plan.connect_timeout,
     )
     .await?;
+    let compressed0 = session.compressed();
     latency.saturating_record(micros(t0.elapsed()));
     {
         let sink = plan.sink.clone();
@@ -108,6 +116,7 @@ pub(crate) async fn open(plan: Plan) -> Result<(Swarm, Opened), ConnError> {
     bar.inc(1);
     let mut opened = Opened {
         connected: 1,
+        compressed: u64::from(compressed0),
         failures: BTreeMap::new(),
         first_error: None,
         not_attempted: 0,
@@ -115,13 +124,15 @@ pub(crate) async fn open(plan: Plan) -> Result<(Swarm, Opened), ConnError> {
         latency,
     };
     let sem = Arc::new(Semaphore::new(plan.concurrency.max(1)));
-    let (tx, mut rx) = mpsc::unbounded_channel::<Result<Duration, ConnError>>();
+    // Each answer: the time to open and whether permessage-deflate is on, or the error.
+    let (tx, mut rx) = mpsc::unbounded_channel::<Result<(Duration, bool), ConnError>>();
     let deadline = tokio::time::Instant::from_std(started + plan.max_connect_time);
     let mut attempted = 1usize;
     let mut answered = 1usize;
-    let record = |r: Result<Duration, ConnError>, o: &mut Opened| match r {
-        Ok(d) => {
+    let record = |r: Result<(Duration, bool), ConnError>, o: &mut Opened| match r {
+        Ok((d, compressed)) => {
             o.connected += 1;
+            o.compressed += u64::from(compressed);
             o.latency.saturating_record(micros(d));
         }
         Err(e) => {
@@ -155,16 +166,17 @@ pub(crate) async fn open(plan: Plan) -> Result<(Swarm, Opened), ConnError> {
         let token = token::for_connection(&plan.secret, i);
         let channels = (plan.channels)(i);
         let timeout = plan.connect_timeout;
+        let compression = plan.compression;
         let sink = plan.sink.clone();
         let tx = tx.clone();
         let rx_stop = stop_rx.clone();
         tasks.spawn(async move {
             let t = Instant::now();
-            let r = conn::open(&target, &token, &channels, timeout).await;
+            let r = conn::open(&target, &token, &channels, compression, timeout).await;
             drop(permit);
             match r {
                 Ok(session) => {
-                    let _ = tx.send(Ok(t.elapsed()));
+                    let _ = tx.send(Ok((t.elapsed(), session.compressed())));
                     Some(session.run(i, rx_stop, &*sink).await)
                 }
                 Err(e) => {
@@ -204,6 +216,7 @@ impl Swarm {
                 Ok(Some(Ok(None))) => {}
                 Ok(Some(Ok(Some(ended)))) => {
                     closed.pings_answered += ended.pings;
+                    closed.compressed_messages += ended.inflated;
                     match ended.reason {
                         EndReason::Stopped => {}
                         EndReason::Closed(Some(code)) => {

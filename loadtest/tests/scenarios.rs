@@ -58,13 +58,18 @@ struct Server {
 
 impl Server {
     fn start() -> Server {
+        Server::start_with(serde_json::json!({}))
+    }
+
+    /// A server whose config has the top-level sections of `extra` added.
+    fn start_with(extra: serde_json::Value) -> Server {
         let dir = std::env::temp_dir().join(format!(
             "loadtest-scenarios-{}-{}",
             std::process::id(),
             fastrand::u64(..)
         ));
         std::fs::create_dir_all(&dir).expect("temp dir");
-        let config = serde_json::json!({
+        let mut config = serde_json::json!({
             "client": {
                 "token": {"hmac_secret_key": SECRET},
                 "ping_interval": "25s"
@@ -73,6 +78,9 @@ impl Server {
             "channel": {"without_namespace": {"allow_subscribe_for_client": true}},
             "log": {"level": "warn"}
         });
+        if let (Some(c), Some(e)) = (config.as_object_mut(), extra.as_object()) {
+            c.extend(e.clone());
+        }
         let path = dir.join("config.json");
         std::fs::write(&path, config.to_string()).expect("write config");
         // The port may be taken between our release and the server's bind: try a few.
@@ -192,6 +200,7 @@ fn idle_and_fanout_report_consistent_counts() {
         &pid,
     ]));
     assert_eq!(idle["connected"], 200, "{idle:#}");
+    assert_eq!(idle["compression"], false, "{idle:#}");
     assert_eq!(idle["failed"], 0, "{idle:#}");
     assert!(
         idle["connect_rate_per_sec"].as_f64().unwrap() > 0.0,
@@ -229,6 +238,8 @@ fn idle_and_fanout_report_consistent_counts() {
     ]));
     let after = server.metric("hub_deliveries_total");
     assert_eq!(fanout["subscribers_connected"], 100, "{fanout:#}");
+    assert_eq!(fanout["compression"], false, "{fanout:#}");
+    assert_eq!(fanout["compressed_messages"], 0, "{fanout:#}");
     assert_eq!(fanout["publications_scheduled"], 60, "{fanout:#}");
     assert_eq!(fanout["publications_sent"], 60, "{fanout:#}");
     let deliveries = fanout["deliveries"].as_u64().unwrap();
@@ -251,6 +262,99 @@ fn idle_and_fanout_report_consistent_counts() {
 }
 
 #[test]
+fn fanout_with_compression_inflates_every_delivery() {
+    let server = Server::start_with(serde_json::json!({
+        "websocket": {"compression": true, "compression_min_size": 0, "compression_level": 1}
+    }));
+    let (url, api, pid) = (server.ws_url(), server.api_url(), server.pid());
+    let fanout = json(&loadtest(&[
+        "fanout",
+        "--url",
+        &url,
+        "--api-url",
+        &api,
+        "--api-key",
+        API_KEY,
+        "--secret",
+        SECRET,
+        "--subscribers",
+        "50",
+        "--rate",
+        "20",
+        "--size",
+        "500",
+        "--duration",
+        "2s",
+        "--compression",
+        "--json",
+        "--pid",
+        &pid,
+    ]));
+    assert_eq!(fanout["compression"], true, "{fanout:#}");
+    assert_eq!(fanout["subscribers_connected"], 50, "{fanout:#}");
+    assert_eq!(fanout["publications_sent"], 40, "{fanout:#}");
+    assert_eq!(fanout["deliveries"], 40 * 50, "{fanout:#}");
+    assert_eq!(fanout["deliveries_expected"], 40 * 50, "{fanout:#}");
+    // With a minimum size of 0 every message is compressed: the publications, and the
+    // connect and subscribe replies.
+    assert!(
+        fanout["compressed_messages"].as_u64().unwrap() >= 40 * 50,
+        "{fanout:#}"
+    );
+    let total = fanout["server_cpu_us_per_delivery"].as_f64().unwrap();
+    let user = fanout["server_user_us_per_delivery"].as_f64().unwrap();
+    let kernel = fanout["server_kernel_us_per_delivery"].as_f64().unwrap();
+    assert!(total > 0.0 && user >= 0.0 && kernel >= 0.0, "{fanout:#}");
+
+    // The human summary says so too.
+    let o = loadtest(&[
+        "fanout",
+        "--url",
+        &url,
+        "--api-url",
+        &api,
+        "--api-key",
+        API_KEY,
+        "--secret",
+        SECRET,
+        "--subscribers",
+        "5",
+        "--rate",
+        "10",
+        "--duration",
+        "500ms",
+        "--compression",
+        "--pid",
+        &pid,
+    ]);
+    assert!(o.status.success(), "{}", describe(&o));
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.contains("permessage-deflate negotiated"), "{text}");
+    assert!(
+        text.contains("(user ") && text.contains(" + kernel "),
+        "{text}"
+    );
+
+    // Without --compression the same server sends plain frames.
+    let idle = json(&loadtest(&[
+        "idle",
+        "--url",
+        &url,
+        "--connections",
+        "5",
+        "--secret",
+        SECRET,
+        "--hold",
+        "0s",
+        "--settle",
+        "0s",
+        "--json",
+    ]));
+    assert_eq!(idle["connected"], 5, "{idle:#}");
+    assert_eq!(idle["compression"], false, "{idle:#}");
+}
+
+#[test]
 fn mistakes_are_explained() {
     let server = Server::start();
     let url = server.ws_url();
@@ -268,6 +372,25 @@ fn mistakes_are_explained() {
     ]);
     let e = stderr_of(&o);
     assert!(e.contains("token rejected: check --secret"), "{e}");
+
+    // --compression against a server without it: the missing header is named.
+    let o = loadtest(&[
+        "idle",
+        "--url",
+        &url,
+        "--connections",
+        "3",
+        "--secret",
+        SECRET,
+        "--hold",
+        "0s",
+        "--compression",
+    ]);
+    let e = stderr_of(&o);
+    assert!(
+        e.contains("--compression") && e.contains("no Sec-WebSocket-Extensions header"),
+        "{e}"
+    );
 
     let o = loadtest(&[
         "fanout",
