@@ -190,10 +190,10 @@ impl AcceptGate {
                 smoothed = 0.7 * smoothed + 0.3 * late;
                 gate.lag_us.store(smoothed as u64, Ordering::Relaxed);
                 ticks += 1;
-                if ticks % 10 == 0 {
+                if ticks.is_multiple_of(10) {
                     metrics::gauge!("hub_scheduler_lag_seconds").set(smoothed / 1e6);
                 }
-                if ticks % 600 == 0 {
+                if ticks.is_multiple_of(600) {
                     gate.forget_idle_addresses();
                 }
             }

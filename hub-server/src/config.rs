@@ -370,20 +370,27 @@ impl Default for HttpApi {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct GrpcApi {
-    /// Serve the gRPC API.
+    /// Serve the gRPC API (default false).
     pub enabled: bool,
+    /// Interface to listen on (default "" = the same as `http_server.address`).
+    pub address: String,
     /// Port (default 10000).
     pub port: u16,
-    /// API key (metadata `authorization: apikey <key>`).
+    /// API key (metadata `authorization: apikey <key>`). Empty refuses every call unless
+    /// `insecure`.
     pub key: String,
+    /// Serve the gRPC API without a key (development only; default false).
+    pub insecure: bool,
 }
 
 impl Default for GrpcApi {
     fn default() -> Self {
         GrpcApi {
             enabled: false,
+            address: String::new(),
             port: 10000,
             key: String::new(),
+            insecure: false,
         }
     }
 }
@@ -599,6 +606,15 @@ impl Config {
                 self.websocket.compression_level
             ));
         }
+        if self.grpc_api.enabled
+            && self.grpc_api.port == self.http_server.port
+            && self.grpc_address() == self.http_server.address
+        {
+            return Err(format!(
+                "grpc_api.port {} is also http_server.port: give the gRPC API its own port",
+                self.grpc_api.port
+            ));
+        }
         if !self.http_api.error_mode.is_empty() && self.http_api.error_mode != "transport" {
             return Err(format!(
                 "http_api.error_mode {:?}: the only mode is \"transport\"",
@@ -606,6 +622,16 @@ impl Config {
             ));
         }
         Ok(())
+    }
+
+    /// The interface the gRPC API listens on: `grpc_api.address`, or `http_server.address`
+    /// when that is empty.
+    pub fn grpc_address(&self) -> &str {
+        if self.grpc_api.address.is_empty() {
+            &self.http_server.address
+        } else {
+            &self.grpc_api.address
+        }
     }
 
     /// The node settings this config asks for.
@@ -733,6 +759,39 @@ mod tests {
         .unwrap();
         assert_eq!(l.config.http_server.port, 9100);
         assert_eq!(l.config.http_api.key, "envkey");
+    }
+
+    #[test]
+    fn grpc_api_listens_next_to_http_and_needs_its_own_port() {
+        let l = load_str(
+            "json",
+            r#"{"grpc_api": {"enabled": true, "insecure": true}}"#,
+            &[],
+        )
+        .unwrap();
+        assert_eq!(l.config.grpc_api.port, 10000);
+        assert_eq!(
+            l.config.grpc_address(),
+            "127.0.0.1",
+            "defaults to http_server.address"
+        );
+        assert!(l.config.grpc_api.insecure);
+        assert!(l.unknown_keys.is_empty(), "{:?}", l.unknown_keys);
+        let l = load_str(
+            "json",
+            r#"{"grpc_api": {"address": "0.0.0.0"}}"#,
+            &[("HUB_GRPC_API_ENABLED", "true")],
+        )
+        .unwrap();
+        assert!(l.config.grpc_api.enabled);
+        assert_eq!(l.config.grpc_address(), "0.0.0.0");
+        let e = load_str(
+            "json",
+            r#"{"http_server": {"port": 9000}, "grpc_api": {"enabled": true, "port": 9000}}"#,
+            &[],
+        )
+        .unwrap_err();
+        assert!(e.contains("grpc_api.port"), "{e}");
     }
 
     #[test]

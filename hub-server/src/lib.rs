@@ -1,8 +1,9 @@
 //! # hub-server
 //!
 //! The hub server over [`hub_core`]: configuration in Centrifugo v6's layout, JWT auth,
-//! the HTTP server API, `/metrics`, health, and graceful drain. `main` only parses the
-//! command line and calls [`server::serve`].
+//! the HTTP and gRPC server APIs (one [`api::Executor`] behind both), `/metrics`, health, and
+//! graceful drain. `main` only parses the command line, binds, and calls
+//! [`server::serve_all`].
 
 pub mod api;
 pub mod auth;

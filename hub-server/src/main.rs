@@ -97,9 +97,14 @@ fn main() -> ExitCode {
             Ok(a) => a,
             Err(e) => return finish(Err(format!("invalid http_server.address/port: {e}"))),
         };
-        if config.grpc_api.enabled {
-            tracing::warn!("grpc_api.enabled is set, but this version serves only the HTTP API");
-        }
+        let grpc_addr: Option<SocketAddr> = if config.grpc_api.enabled {
+            match format!("{}:{}", config.grpc_address(), config.grpc_api.port).parse() {
+                Ok(a) => Some(a),
+                Err(e) => return finish(Err(format!("invalid grpc_api.address/port: {e}"))),
+            }
+        } else {
+            None
+        };
         let app = match server::build(config.clone()).await {
             Ok(a) => a,
             Err(e) => return finish(Err(e)),
@@ -108,11 +113,22 @@ fn main() -> ExitCode {
             Ok(l) => l,
             Err(e) => return finish(Err(format!("cannot listen on {addr}: {e}"))),
         };
+        let grpc_listener = match grpc_addr.map(server::bind).transpose() {
+            Ok(l) => l,
+            Err(e) => {
+                let a = grpc_addr.map(|a| a.to_string()).unwrap_or_default();
+                return finish(Err(format!("cannot listen on {a} (grpc_api): {e}")));
+            }
+        };
         let capacity = nofile.map(|n| n.saturating_sub(64)).unwrap_or(0);
         tracing::info!(%addr, open_files_limit = ?nofile, approx_max_connections = capacity, "hub-server listening");
         eprintln!("hub-server {} listening on http://{addr}", env!("CARGO_PKG_VERSION"));
         eprintln!("  WebSocket:  ws://{addr}/connection/websocket");
         eprintln!("  server API: POST http://{addr}{}/publish  (header X-API-Key)", config.http_api.handler_prefix);
+        if let Some(g) = grpc_addr {
+            tracing::info!(addr = %g, "gRPC server API listening");
+            eprintln!("  gRPC API:   {g}  (centrifugal.centrifugo.api.CentrifugoApi, metadata authorization: apikey KEY)");
+        }
         eprintln!("  health:     http://{addr}/health   metrics: http://{addr}/metrics");
         match &dev {
             Some(dev) => print_dev_help(&config, addr, dev),
@@ -124,9 +140,12 @@ fn main() -> ExitCode {
                 if config.http_api.key.is_empty() && !config.http_api.insecure {
                     eprintln!("  note: http_api.key is empty, so the server API refuses every call.");
                 }
+                if config.grpc_api.enabled && config.grpc_api.key.is_empty() && !config.grpc_api.insecure {
+                    eprintln!("  note: grpc_api.key is empty, so the gRPC API refuses every call.");
+                }
             }
         }
-        match server::serve(app, listener, server::shutdown_signal()).await {
+        match server::serve_all(app, listener, grpc_listener, server::shutdown_signal()).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => finish(Err(format!("server failed: {e}"))),
         }

@@ -1,4 +1,5 @@
-//! Runs the server: bind, serve, wait for a shutdown signal, drain.
+//! Runs the server: bind, serve (HTTP, and the gRPC API when enabled), wait for a shutdown
+//! signal, drain.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -10,6 +11,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use axum::serve::ListenerExt;
 use axum::Router;
+use futures_util::FutureExt as _;
 use hub_core::Node;
 use tokio::net::TcpListener;
 
@@ -26,6 +28,19 @@ pub struct App {
     pub router: Router,
     /// The configuration.
     pub config: Config,
+    /// The server API executor (behind the HTTP routes and the gRPC service).
+    pub executor: Executor,
+}
+
+impl App {
+    /// The gRPC server API over this app's executor, with `grpc_api.key`/`insecure`.
+    pub fn grpc_service(&self) -> crate::api::grpc::Service {
+        crate::api::grpc::service(
+            self.executor.clone(),
+            &self.config.grpc_api.key,
+            self.config.grpc_api.insecure,
+        )
+    }
 }
 
 /// Builds the node and the routes from a config (nothing bound yet).
@@ -39,8 +54,9 @@ pub async fn build(config: Config) -> Result<App, String> {
         .start()
         .await
         .map_err(|e| format!("cannot start node: {e}"))?;
+    let executor = Executor::new(node.clone(), rules.clone());
     let api = ApiState {
-        executor: Executor::new(node.clone(), rules.clone()),
+        executor: executor.clone(),
         key: config.http_api.key.clone(),
         insecure: config.http_api.insecure,
         transport_errors: config.http_api.error_mode == "transport",
@@ -63,6 +79,7 @@ pub async fn build(config: Config) -> Result<App, String> {
         node,
         router,
         config,
+        executor,
     })
 }
 
@@ -144,6 +161,65 @@ pub async fn serve(
     let _ = tokio::time::timeout(timeout, drained.notified()).await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Serves the gRPC server API `service` (see [`App::grpc_service`]) on `listener` until
+/// `shutdown` completes; then stops accepting and lets calls in flight finish.
+pub async fn serve_grpc(
+    service: crate::api::grpc::Service,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    tonic::transport::Server::builder()
+        .add_service(service)
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await
+        .map_err(std::io::Error::other)
+}
+
+/// [`serve`] on `listener` and, when `grpc_listener` is given, [`serve_grpc`] on it, both
+/// stopped by the one `shutdown`. The gRPC server gets the shutdown timeout to finish its
+/// calls. `main` binds `grpc_listener` when `grpc_api.enabled`.
+pub async fn serve_all(
+    app: App,
+    listener: TcpListener,
+    grpc_listener: Option<TcpListener>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let Some(grpc_listener) = grpc_listener else {
+        return serve(app, listener, shutdown).await;
+    };
+    let timeout = app.config.shutdown.timeout;
+    let shutdown = shutdown.boxed().shared();
+    let mut grpc = tokio::spawn(serve_grpc(
+        app.grpc_service(),
+        grpc_listener,
+        shutdown.clone(),
+    ));
+    let http = serve(app, listener, shutdown);
+    tokio::pin!(http);
+    // A gRPC server that fails while HTTP runs is logged; HTTP keeps serving.
+    let http_result = tokio::select! {
+        r = &mut http => r,
+        g = &mut grpc => {
+            match g {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::error!(error = %e, "gRPC API server failed"),
+                Err(e) => tracing::error!(error = %e, "gRPC API server task failed"),
+            }
+            return http.await;
+        }
+    };
+    match tokio::time::timeout(timeout, &mut grpc).await {
+        Ok(Ok(Err(e))) => tracing::error!(error = %e, "gRPC API server failed"),
+        Ok(_) => {}
+        Err(_) => {
+            tracing::warn!("gRPC API calls still running at the shutdown timeout: cut");
+            grpc.abort();
+        }
+    }
+    http_result
 }
 
 /// Binds a listener with a deep accept queue (the kernel caps it at `net.core.somaxconn`),

@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 use hub_core::Error;
 use serde_json::value::RawValue;
 
-use super::{ApiError, Executor};
+use super::{same, ApiError, Executor};
 
 /// What the HTTP API handler needs.
 #[derive(Clone)]
@@ -21,14 +21,6 @@ pub struct ApiState {
     pub insecure: bool,
     /// Errors as HTTP statuses by default.
     pub transport_errors: bool,
-}
-
-/// Compares in constant time.
-fn same(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// Centrifugo's check: `X-API-Key` if set, else `Authorization: apikey <key>`; when that
@@ -56,10 +48,7 @@ fn authorized(
     } else if let Some(v) =
         header(axum::http::header::AUTHORIZATION).and_then(|v| std::str::from_utf8(v).ok())
     {
-        let parts: Vec<&str> = v.split_whitespace().collect();
-        parts.len() == 2
-            && parts[0].eq_ignore_ascii_case("apikey")
-            && same(parts[1].as_bytes(), key)
+        super::apikey_matches(v, key)
     } else {
         false
     };

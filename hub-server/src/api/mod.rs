@@ -1,6 +1,7 @@
-//! The server API: one executor behind every transport (HTTP now, gRPC next), so a method is
+//! The server API: one executor behind every transport (HTTP and gRPC), so a method is
 //! written once. Requests and results follow Centrifugo's server API (PROTOCOL.md §5).
 
+pub mod grpc;
 pub mod http;
 
 use std::collections::{BTreeMap, HashMap};
@@ -14,6 +15,26 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use crate::handler::Rules;
+
+/// Compares in constant time.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// An `Authorization` value `apikey <key>` (scheme case-insensitive, exactly two fields) that
+/// carries `key`; shared by the HTTP and gRPC APIs.
+fn apikey_matches(value: &str, key: &[u8]) -> bool {
+    let mut parts = value.split_whitespace();
+    match (parts.next(), parts.next(), parts.next()) {
+        (Some(scheme), Some(k), None) => {
+            scheme.eq_ignore_ascii_case("apikey") && same(k.as_bytes(), key)
+        }
+        _ => false,
+    }
+}
 
 /// Raw JSON payload fields (`data`, `info`): any JSON value, kept as text.
 type Raw = Option<Box<RawValue>>;

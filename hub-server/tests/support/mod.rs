@@ -17,6 +17,8 @@ pub const API_KEY: &str = "test-api-key";
 
 pub struct TestServer {
     pub addr: SocketAddr,
+    /// The gRPC API's address, when the config enables it (`grpc_api.enabled`).
+    pub grpc_addr: Option<SocketAddr>,
     pub node: hub_core::Node,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     pub done: tokio::task::JoinHandle<()>,
@@ -86,9 +88,15 @@ pub async fn start(config: Config) -> TestServer {
     let node = app.node.clone();
     let listener = hub_server::server::bind("127.0.0.1:0".parse().unwrap()).unwrap();
     let addr = listener.local_addr().unwrap();
+    let grpc_listener = app
+        .config
+        .grpc_api
+        .enabled
+        .then(|| hub_server::server::bind("127.0.0.1:0".parse().unwrap()).unwrap());
+    let grpc_addr = grpc_listener.as_ref().map(|l| l.local_addr().unwrap());
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let done = tokio::spawn(async move {
-        hub_server::server::serve(app, listener, async move {
+        hub_server::server::serve_all(app, listener, grpc_listener, async move {
             let _ = rx.await;
         })
         .await
@@ -96,6 +104,7 @@ pub async fn start(config: Config) -> TestServer {
     });
     TestServer {
         addr,
+        grpc_addr,
         node,
         stop: Some(tx),
         done,
