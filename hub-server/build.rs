@@ -1,9 +1,12 @@
-//! Compiles `proto/api.proto` (the gRPC server API) with protox, a protobuf compiler in pure
-//! Rust, so building needs no `protoc` on the machine.
+//! Compiles `proto/api.proto` (the gRPC server API) and `proto/proxy.proto` (the proxy API the
+//! hub calls on backends) with protox, a protobuf compiler in pure Rust, so building needs no
+//! `protoc` on the machine. Both get client and server stubs: the hub serves the API and calls
+//! the proxy; tests call the API and serve a fake proxy backend.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto/api.proto");
-    let fds = protox::compile(["api.proto"], ["proto"])?;
+    println!("cargo:rerun-if-changed=proto/proxy.proto");
+    let fds = protox::compile(["api.proto", "proxy.proto"], ["proto"])?;
     tonic_prost_build::configure()
         // Payloads stay `bytes::Bytes`: no copy between the wire and the hub.
         .bytes(".")

@@ -33,6 +33,145 @@ pub struct Config {
     pub shutdown: Shutdown,
     /// WebSocket transport options.
     pub websocket: Websocket,
+    /// Client RPC: which methods go to the RPC proxy.
+    pub rpc: Rpc,
+}
+
+/// Where one proxy calls and how it protects itself (`channel.proxy.subscribe`, `rpc.proxy`,
+/// ...). An empty `endpoint` means no proxy.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ProxyEndpoint {
+    /// The backend: `grpc://host:port` (default "" = no proxy).
+    pub endpoint: String,
+    /// Time limit of one call, waiting for a free slot included (default `1s`).
+    #[serde(with = "serde_go")]
+    pub timeout: Duration,
+    /// Consecutive failures that open the endpoint's circuit breaker (default 5).
+    pub breaker_failures: u32,
+    /// How long an open breaker refuses calls before one trial call (default `5s`).
+    #[serde(with = "serde_go")]
+    pub breaker_cooldown: Duration,
+    /// Most calls in flight to the endpoint (default 64).
+    pub max_concurrency: usize,
+}
+
+impl Default for ProxyEndpoint {
+    fn default() -> Self {
+        ProxyEndpoint {
+            endpoint: String::new(),
+            timeout: Duration::from_secs(1),
+            breaker_failures: 5,
+            breaker_cooldown: Duration::from_secs(5),
+            max_concurrency: 64,
+        }
+    }
+}
+
+impl ProxyEndpoint {
+    /// Whether a backend is configured.
+    pub fn is_set(&self) -> bool {
+        !self.endpoint.is_empty()
+    }
+}
+
+/// A proxy switched on by `enabled` (`client.proxy.connect`, `client.proxy.refresh`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SwitchedProxy {
+    /// Use the proxy (default false).
+    pub enabled: bool,
+    /// Where and how.
+    #[serde(flatten)]
+    pub proxy: ProxyEndpoint,
+}
+
+impl SwitchedProxy {
+    /// The endpoint, when enabled.
+    pub fn active(&self) -> Option<&ProxyEndpoint> {
+        self.enabled.then_some(&self.proxy)
+    }
+}
+
+/// `client.proxy`
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ClientProxies {
+    /// Authenticates connections that come without a token.
+    pub connect: SwitchedProxy,
+    /// Decides connection refreshes.
+    pub refresh: SwitchedProxy,
+}
+
+/// `channel.proxy`; namespaces switch each on with `*_proxy_enabled`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ChannelProxies {
+    /// Decides subscriptions.
+    pub subscribe: ProxyEndpoint,
+    /// Decides (and may rewrite) client publications.
+    pub publish: ProxyEndpoint,
+    /// Decides subscription refreshes.
+    pub sub_refresh: ProxyEndpoint,
+}
+
+/// RPC options of a namespace (or of methods without namespace).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RpcOptions {
+    /// Send these methods to `rpc.proxy`.
+    pub proxy_enabled: bool,
+}
+
+/// A named RPC namespace: methods `name:...`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct RpcNamespace {
+    /// Namespace name.
+    pub name: String,
+    /// Its options.
+    #[serde(flatten)]
+    pub options: RpcOptions,
+}
+
+/// `rpc`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Rpc {
+    /// The RPC proxy.
+    pub proxy: ProxyEndpoint,
+    /// Options of methods without a namespace.
+    pub without_namespace: RpcOptions,
+    /// Namespaces.
+    pub namespaces: Vec<RpcNamespace>,
+    /// Separates namespace and method (default `:`).
+    pub namespace_boundary: String,
+}
+
+impl Default for Rpc {
+    fn default() -> Self {
+        Rpc {
+            proxy: ProxyEndpoint::default(),
+            without_namespace: RpcOptions::default(),
+            namespaces: Vec::new(),
+            namespace_boundary: ":".into(),
+        }
+    }
+}
+
+impl Rpc {
+    /// Whether a method goes to the RPC proxy.
+    pub fn proxied(&self, method: &str) -> bool {
+        if !self.proxy.is_set() {
+            return false;
+        }
+        match method.split_once(self.namespace_boundary.as_str()) {
+            Some((ns, _)) if !ns.is_empty() => self
+                .namespaces
+                .iter()
+                .any(|n| n.name == ns && n.options.proxy_enabled),
+            _ => self.without_namespace.proxy_enabled,
+        }
+    }
 }
 
 /// `websocket`
@@ -186,6 +325,8 @@ pub struct Client {
     /// `0s` turns shedding off).
     #[serde(with = "serde_go")]
     pub overload_lag: Duration,
+    /// Connect and refresh proxies.
+    pub proxy: ClientProxies,
 }
 
 impl Default for Client {
@@ -214,6 +355,7 @@ impl Default for Client {
             user_connection_limit: n.user_connection_limit,
             channel_limit: n.channel_limit,
             overload_lag: n.overload_lag,
+            proxy: ClientProxies::default(),
         }
     }
 }
@@ -268,6 +410,12 @@ pub struct ChannelOptions {
     pub allow_presence_for_anonymous: bool,
     /// Channels `name#user1,user2` may be subscribed by the listed users without a token.
     pub allow_user_limited_channels: bool,
+    /// Subscriptions without a token are decided by `channel.proxy.subscribe`.
+    pub subscribe_proxy_enabled: bool,
+    /// Client publications are decided by `channel.proxy.publish`.
+    pub publish_proxy_enabled: bool,
+    /// Subscription refreshes are decided by `channel.proxy.sub_refresh`.
+    pub sub_refresh_proxy_enabled: bool,
 }
 
 impl ChannelOptions {
@@ -312,6 +460,8 @@ pub struct Channel {
     pub user_boundary: String,
     /// Separates users in a user-limited channel (default `,`).
     pub user_separator: String,
+    /// Subscribe, publish and sub_refresh proxies.
+    pub proxy: ChannelProxies,
 }
 
 impl Default for Channel {
@@ -323,6 +473,7 @@ impl Default for Channel {
             namespace_boundary: ":".into(),
             user_boundary: "#".into(),
             user_separator: ",".into(),
+            proxy: ChannelProxies::default(),
         }
     }
 }
@@ -595,6 +746,7 @@ impl Config {
             }
             check(&ns.name, &ns.options)?;
         }
+        self.validate_proxies()?;
         if !self.client.ping_interval.is_zero()
             && self.client.ping_interval <= self.client.pong_timeout
         {
@@ -620,6 +772,58 @@ impl Config {
                 "http_api.error_mode {:?}: the only mode is \"transport\"",
                 self.http_api.error_mode
             ));
+        }
+        Ok(())
+    }
+
+    /// Proxy endpoints are `grpc://` addresses, and what namespaces switch on is configured.
+    fn validate_proxies(&self) -> Result<(), String> {
+        let cp = &self.channel.proxy;
+        let endpoints = [
+            ("client.proxy.connect", &self.client.proxy.connect.proxy),
+            ("client.proxy.refresh", &self.client.proxy.refresh.proxy),
+            ("channel.proxy.subscribe", &cp.subscribe),
+            ("channel.proxy.publish", &cp.publish),
+            ("channel.proxy.sub_refresh", &cp.sub_refresh),
+            ("rpc.proxy", &self.rpc.proxy),
+        ];
+        for (key, p) in endpoints {
+            if p.is_set() {
+                crate::proxy::grpc_uri(&p.endpoint).map_err(|e| format!("{key}.endpoint: {e}"))?;
+                if p.timeout.is_zero() {
+                    return Err(format!("{key}.timeout must be above 0"));
+                }
+                if p.max_concurrency == 0 {
+                    return Err(format!("{key}.max_concurrency must be at least 1"));
+                }
+            }
+        }
+        for (key, p) in [
+            ("client.proxy.connect", &self.client.proxy.connect),
+            ("client.proxy.refresh", &self.client.proxy.refresh),
+        ] {
+            if p.enabled && !p.proxy.is_set() {
+                return Err(format!("{key}.enabled needs {key}.endpoint"));
+            }
+        }
+        let namespaces = std::iter::once(("", &self.channel.without_namespace)).chain(
+            self.channel
+                .namespaces
+                .iter()
+                .map(|n| (n.name.as_str(), &n.options)),
+        );
+        for (name, o) in namespaces {
+            for (on, what, p) in [
+                (o.subscribe_proxy_enabled, "subscribe", &cp.subscribe),
+                (o.publish_proxy_enabled, "publish", &cp.publish),
+                (o.sub_refresh_proxy_enabled, "sub_refresh", &cp.sub_refresh),
+            ] {
+                if on && !p.is_set() {
+                    return Err(format!(
+                        "namespace {name:?}: {what}_proxy_enabled needs channel.proxy.{what}.endpoint"
+                    ));
+                }
+            }
         }
         Ok(())
     }
@@ -718,6 +922,45 @@ mod tests {
                 .allow_subscribe_for_client
         );
         assert!(c.channel.options_for("nope:x").is_none());
+    }
+
+    #[test]
+    fn proxies_load_in_centrifugo_v6_layout() {
+        let l = load_str(
+            "json",
+            r#"{
+              "client": {"proxy": {"connect": {"enabled": true, "endpoint": "grpc://127.0.0.1:12000", "timeout": "500ms"}}},
+              "channel": {
+                "proxy": {"subscribe": {"endpoint": "grpc://127.0.0.1:12000"}},
+                "namespaces": [{"name": "rooms", "subscribe_proxy_enabled": true}]
+              },
+              "rpc": {"proxy": {"endpoint": "grpc://127.0.0.1:12001", "max_concurrency": 8},
+                      "namespaces": [{"name": "admin", "proxy_enabled": true}]}
+            }"#,
+            &[],
+        )
+        .unwrap();
+        assert!(l.unknown_keys.is_empty(), "{:?}", l.unknown_keys);
+        let c = l.config;
+        let connect = c.client.proxy.connect.active().unwrap();
+        assert_eq!(connect.timeout, Duration::from_millis(500));
+        assert_eq!(connect.breaker_failures, 5);
+        assert_eq!(c.channel.proxy.subscribe.timeout, Duration::from_secs(1));
+        assert!(
+            c.channel
+                .options_for("rooms:1")
+                .unwrap()
+                .subscribe_proxy_enabled
+        );
+        assert!(c.rpc.proxied("admin:ban") && !c.rpc.proxied("ban") && !c.rpc.proxied("x:ban"));
+        assert_eq!(c.rpc.proxy.max_concurrency, 8);
+        let e = load_str(
+            "json",
+            r#"{"channel": {"proxy": {"publish": {"endpoint": "http://x:1"}}}}"#,
+            &[],
+        )
+        .unwrap_err();
+        assert!(e.contains("channel.proxy.publish.endpoint"), "{e}");
     }
 
     #[test]

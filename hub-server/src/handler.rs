@@ -1,5 +1,5 @@
 //! The server's decisions for hub-core: JWT auth and namespace permissions, as Centrifugo
-//! makes them.
+//! makes them, and the proxies that hand decisions to backends ([`crate::proxy`]).
 
 use std::sync::Arc;
 
@@ -13,6 +13,7 @@ use hub_core::{
 
 use crate::auth::{effective_expiry, info_bytes, TokenError, Verifier};
 use crate::config::{ChannelOptions, Config};
+use crate::proxy::{self, proto, Proxies};
 
 /// Config, verifiers and the rules built from them.
 pub struct Rules {
@@ -20,6 +21,8 @@ pub struct Rules {
     pub config: Config,
     conn: Verifier,
     sub: Verifier,
+    /// The configured proxies to backends.
+    pub proxies: Proxies,
 }
 
 impl Rules {
@@ -31,7 +34,13 @@ impl Rules {
         } else {
             Verifier::new(&config.client.token)?
         };
-        Ok(Arc::new(Rules { config, conn, sub }))
+        let proxies = Proxies::new(&config)?;
+        Ok(Arc::new(Rules {
+            config,
+            conn,
+            sub,
+            proxies,
+        }))
     }
 
     /// The options of a channel's namespace, or error 102.
@@ -91,11 +100,301 @@ fn token_reject(e: TokenError) -> Reject {
     }
 }
 
+/// Fields 1-4 of every proxy request. hub-core does not tell the encoding; the JSON protocol
+/// is what the hub's clients speak.
+const TRANSPORT: &str = "websocket";
+const PROTOCOL: &str = "json";
+const ENCODING: &str = "json";
+
+/// Bytes a backend sent as `bytes` or base64, or the temporary error 100 when the base64 is bad.
+fn backend_payload(raw: Bytes, b64: &str) -> Result<Bytes, Reject> {
+    proxy::payload(raw, b64).ok_or_else(|| {
+        tracing::warn!("proxy backend sent invalid base64");
+        Reject::from(Error::INTERNAL)
+    })
+}
+
+impl ServerHandler {
+    /// `client.proxy.connect`: the backend authenticates a connection without a token.
+    async fn proxy_connect(
+        &self,
+        backend: &proxy::Backend,
+        e: ConnectingEvent,
+    ) -> Result<Credentials, Reject> {
+        let req = proto::ConnectRequest {
+            client: e.client_id,
+            transport: TRANSPORT.into(),
+            protocol: PROTOCOL.into(),
+            encoding: ENCODING.into(),
+            data: e.data,
+            name: e.name,
+            version: e.version,
+            ..Default::default()
+        };
+        let resp = backend
+            .call("connect", |mut c, left| async move {
+                c.connect(proxy::request(req, left)).await
+            })
+            .await
+            .map_err(proxy::unavailable)?;
+        if let Some(r) = proxy::refusal(resp.error, resp.disconnect) {
+            return Err(r);
+        }
+        let Some(res) = resp.result else {
+            tracing::warn!("connect proxy answered without result, error or disconnect");
+            return Err(Error::INTERNAL.into());
+        };
+        let rules = &self.0;
+        let mut subscriptions = Vec::new();
+        let mut channels: Vec<(String, Option<proto::SubscribeOptions>)> =
+            res.channels.into_iter().map(|c| (c, None)).collect();
+        channels.extend(res.subs.into_iter().map(|(c, o)| (c, Some(o))));
+        for (channel, sub_opts) in channels {
+            let Ok(o) = rules.channel_options(&channel) else {
+                tracing::info!(
+                    channel,
+                    "server-side subscription to unknown namespace skipped"
+                );
+                continue;
+            };
+            let mut options = Rules::server_subscribe_options(o);
+            if let Some(so) = sub_opts {
+                options.chan_info = backend_payload(so.info, &so.b64info)?;
+                options.data = backend_payload(so.data, &so.b64data)?;
+                options.expire_at = proxy::expire_at(so.expire_at);
+                apply_override(&mut options, so.r#override.as_ref());
+            }
+            subscriptions.push(ServerSubscription { channel, options });
+        }
+        Ok(Credentials {
+            user: res.user,
+            info: backend_payload(res.info, &res.b64info)?,
+            expire_at: proxy::expire_at(res.expire_at),
+            data: backend_payload(res.data, &res.b64data)?,
+            subscriptions,
+        })
+    }
+
+    /// `channel.proxy.subscribe`: the backend decides a subscription without a token.
+    async fn proxy_subscribe(
+        &self,
+        backend: &proxy::Backend,
+        client: &ClientContext,
+        e: SubscribeEvent,
+        mut options: SubscribeOptions,
+    ) -> Result<SubscribeOptions, Reject> {
+        let req = proto::SubscribeRequest {
+            client: client.client_id.clone(),
+            transport: TRANSPORT.into(),
+            protocol: PROTOCOL.into(),
+            encoding: ENCODING.into(),
+            user: client.user.clone(),
+            channel: e.channel,
+            token: e.token,
+            data: e.data,
+            ..Default::default()
+        };
+        let resp = backend
+            .call("subscribe", |mut c, left| async move {
+                c.subscribe(proxy::request(req, left)).await
+            })
+            .await
+            .map_err(proxy::unavailable)?;
+        if let Some(r) = proxy::refusal(resp.error, resp.disconnect) {
+            return Err(r);
+        }
+        if let Some(res) = resp.result {
+            options.chan_info = backend_payload(res.info, &res.b64info)?;
+            options.data = backend_payload(res.data, &res.b64data)?;
+            options.expire_at = proxy::expire_at(res.expire_at);
+            apply_override(&mut options, res.r#override.as_ref());
+        }
+        Ok(options)
+    }
+
+    /// `channel.proxy.publish`: the backend decides a client publication and may rewrite it.
+    async fn proxy_publish(
+        &self,
+        backend: &proxy::Backend,
+        client: &ClientContext,
+        e: PublishEvent,
+        o: &ChannelOptions,
+    ) -> Result<PublishDecision, Reject> {
+        let req = proto::PublishRequest {
+            client: client.client_id.clone(),
+            transport: TRANSPORT.into(),
+            protocol: PROTOCOL.into(),
+            encoding: ENCODING.into(),
+            user: client.user.clone(),
+            channel: e.channel,
+            data: e.data,
+            ..Default::default()
+        };
+        let resp = backend
+            .call("publish", |mut c, left| async move {
+                c.publish(proxy::request(req, left)).await
+            })
+            .await
+            .map_err(proxy::unavailable)?;
+        if let Some(r) = proxy::refusal(resp.error, resp.disconnect) {
+            return Err(r);
+        }
+        let mut decision = PublishDecision {
+            options: Rules::publish_options(o),
+            attach_info: true,
+            data: None,
+        };
+        if let Some(res) = resp.result {
+            let data = backend_payload(res.data, &res.b64data)?;
+            if !data.is_empty() {
+                decision.data = Some(data);
+            }
+            if res.skip_history {
+                decision.options.history = None;
+            }
+        }
+        Ok(decision)
+    }
+}
+
+impl ServerHandler {
+    /// `rpc.proxy`: the backend answers a client RPC.
+    async fn proxy_rpc(
+        &self,
+        backend: &proxy::Backend,
+        client: &ClientContext,
+        method: &str,
+        data: Bytes,
+    ) -> Result<Bytes, Reject> {
+        let req = proto::RpcRequest {
+            client: client.client_id.clone(),
+            transport: TRANSPORT.into(),
+            protocol: PROTOCOL.into(),
+            encoding: ENCODING.into(),
+            user: client.user.clone(),
+            method: method.to_string(),
+            data,
+            ..Default::default()
+        };
+        let resp = backend
+            .call("rpc", |mut c, left| async move {
+                c.rpc(proxy::request(req, left)).await
+            })
+            .await
+            .map_err(proxy::unavailable)?;
+        if let Some(r) = proxy::refusal(resp.error, resp.disconnect) {
+            return Err(r);
+        }
+        match resp.result {
+            Some(res) => backend_payload(res.data, &res.b64data),
+            None => Ok(Bytes::new()),
+        }
+    }
+
+    /// `client.proxy.refresh`: the backend decides whether the connection stays.
+    async fn proxy_refresh(
+        &self,
+        backend: &proxy::Backend,
+        client: &ClientContext,
+    ) -> Result<RefreshDecision, Reject> {
+        let req = proto::RefreshRequest {
+            client: client.client_id.clone(),
+            transport: TRANSPORT.into(),
+            protocol: PROTOCOL.into(),
+            encoding: ENCODING.into(),
+            user: client.user.clone(),
+            ..Default::default()
+        };
+        let resp = backend
+            .call("refresh", |mut c, left| async move {
+                c.refresh(proxy::request(req, left)).await
+            })
+            .await
+            .map_err(proxy::unavailable)?;
+        if let Some(r) = proxy::refusal(resp.error, resp.disconnect) {
+            return Err(r);
+        }
+        let Some(res) = resp.result else {
+            tracing::warn!("refresh proxy answered without result, error or disconnect");
+            return Err(Error::INTERNAL.into());
+        };
+        if res.expired {
+            return Err(Disconnect::EXPIRED.into());
+        }
+        let info = backend_payload(res.info, &res.b64info)?;
+        Ok(RefreshDecision {
+            expire_at: proxy::expire_at(res.expire_at),
+            info: (!info.is_empty()).then_some(info),
+        })
+    }
+
+    /// `channel.proxy.sub_refresh`: the backend decides whether a subscription stays.
+    async fn proxy_sub_refresh(
+        &self,
+        backend: &proxy::Backend,
+        client: &ClientContext,
+        channel: &str,
+    ) -> Result<Option<u64>, Reject> {
+        let req = proto::SubRefreshRequest {
+            client: client.client_id.clone(),
+            transport: TRANSPORT.into(),
+            protocol: PROTOCOL.into(),
+            encoding: ENCODING.into(),
+            user: client.user.clone(),
+            channel: channel.to_string(),
+            ..Default::default()
+        };
+        let resp = backend
+            .call("sub_refresh", |mut c, left| async move {
+                c.sub_refresh(proxy::request(req, left)).await
+            })
+            .await
+            .map_err(proxy::unavailable)?;
+        if let Some(r) = proxy::refusal(resp.error, resp.disconnect) {
+            return Err(r);
+        }
+        let Some(res) = resp.result else {
+            tracing::warn!("sub_refresh proxy answered without result, error or disconnect");
+            return Err(Error::INTERNAL.into());
+        };
+        if res.expired {
+            return Err(Error::EXPIRED.into());
+        }
+        Ok(proxy::expire_at(res.expire_at))
+    }
+}
+
+/// Applies a backend's per-subscription overrides of the namespace options.
+fn apply_override(o: &mut SubscribeOptions, ov: Option<&proto::SubscribeOptionOverride>) {
+    let Some(ov) = ov else { return };
+    if let Some(v) = &ov.presence {
+        o.presence = v.value;
+    }
+    if let Some(v) = &ov.join_leave {
+        o.emit_join_leave = v.value;
+        o.push_join_leave = o.push_join_leave && v.value;
+    }
+    if let Some(v) = &ov.force_push_join_leave {
+        o.push_join_leave = v.value && o.emit_join_leave;
+    }
+    // Recovery and positioning need history, which the namespace decides: an override can
+    // only turn them off.
+    if let Some(v) = &ov.force_recovery {
+        o.recover = o.recover && v.value;
+    }
+    if let Some(v) = &ov.force_positioning {
+        o.position = o.position && v.value;
+    }
+}
+
 #[async_trait]
 impl Handler for ServerHandler {
     async fn on_connecting(&self, e: ConnectingEvent) -> Result<Credentials, Reject> {
         let rules = &self.0;
         if e.token.is_empty() {
+            if let Some(backend) = &rules.proxies.connect {
+                return self.proxy_connect(backend, e).await;
+            }
             if rules.config.client.allow_anonymous_connect_without_token {
                 return Ok(Credentials::default());
             }
@@ -176,6 +475,12 @@ impl Handler for ServerHandler {
             options.expire_at = effective_expiry(claims.exp, claims.expire_at);
             return Ok(options);
         }
+        if o.subscribe_proxy_enabled {
+            return match &rules.proxies.subscribe {
+                Some(backend) => self.proxy_subscribe(backend, client, e, options).await,
+                None => Err(Error::PERMISSION_DENIED.into()),
+            };
+        }
         let anonymous = client.user.is_empty();
         let allowed = rules.user_limited_allows(o, &e.channel, &client.user)
             || (o.allow_subscribe_for_client && (!anonymous || o.allow_subscribe_for_anonymous));
@@ -191,6 +496,12 @@ impl Handler for ServerHandler {
         e: PublishEvent,
     ) -> Result<PublishDecision, Reject> {
         let o = self.0.channel_options(&e.channel)?;
+        if o.publish_proxy_enabled {
+            return match &self.0.proxies.publish {
+                Some(backend) => self.proxy_publish(backend, client, e, o).await,
+                None => Err(Error::PERMISSION_DENIED.into()),
+            };
+        }
         let anonymous = client.user.is_empty();
         let allowed = (o.allow_publish_for_client
             || (o.allow_publish_for_subscriber && e.subscribed))
@@ -238,11 +549,28 @@ impl Handler for ServerHandler {
         }
     }
 
+    async fn on_rpc(
+        &self,
+        client: &ClientContext,
+        method: &str,
+        data: Bytes,
+    ) -> Result<Bytes, Reject> {
+        match &self.0.proxies.rpc {
+            Some(backend) if self.0.config.rpc.proxied(method) => {
+                self.proxy_rpc(backend, client, method, data).await
+            }
+            _ => Err(Error::METHOD_NOT_FOUND.into()),
+        }
+    }
+
     async fn on_refresh(
         &self,
         client: &ClientContext,
         token: &str,
     ) -> Result<RefreshDecision, Reject> {
+        if let Some(backend) = &self.0.proxies.refresh {
+            return self.proxy_refresh(backend, client).await;
+        }
         let claims = match self.0.conn.verify_connect(token) {
             Ok(c) => c,
             Err(TokenError::Expired) => return Err(Disconnect::EXPIRED.into()),
@@ -264,6 +592,13 @@ impl Handler for ServerHandler {
         channel: &str,
         token: &str,
     ) -> Result<Option<u64>, Reject> {
+        if let Ok(o) = self.0.channel_options(channel) {
+            if o.sub_refresh_proxy_enabled {
+                if let Some(backend) = &self.0.proxies.sub_refresh {
+                    return self.proxy_sub_refresh(backend, client, channel).await;
+                }
+            }
+        }
         let claims = match self.0.sub.verify_subscribe(token) {
             Ok(c) => c,
             Err(TokenError::Expired) => return Err(Error::TOKEN_EXPIRED.into()),

@@ -12,4 +12,5 @@ pub mod config;
 pub mod duration;
 pub mod handler;
 pub mod metrics;
+pub mod proxy;
 pub mod server;

@@ -45,9 +45,9 @@ impl App {
 
 /// Builds the node and the routes from a config (nothing bound yet).
 pub async fn build(config: Config) -> Result<App, String> {
-    let rules = Rules::new(config.clone())?;
-    // Before the node starts: it registers its metric handles then.
+    // Before the node and the proxies start: they register their metric handles then.
     crate::metrics::handle();
+    let rules = Rules::new(config.clone())?;
     let node = Node::builder()
         .config(config.node_config())
         .handler(ServerHandler(rules.clone()))
