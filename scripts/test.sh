@@ -61,4 +61,10 @@ for target in protocol_json websocket_frames; do
 done
 
 log "cargo test"
-cargo test --workspace
+results="$CARGO_TARGET_DIR/test-results.log"
+cargo test --workspace 2>&1 | tee "$results"
+
+# One closing line over every test binary (cargo's last block is a crate's doc-tests, often
+# empty, which would otherwise read as if nothing ran).
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed/) p += $(i-1); if ($i ~ /^failed/) f += $(i-1) } }
+     END { printf "\ntests: %d passed, %d failed\n", p, f; exit (p == 0 || f > 0) }' "$results"
