@@ -1,4 +1,4 @@
-//! The command line: `loadtest [--json] [--allow-remote] <idle|fanout> ...`.
+//! The command line: `loadtest [--json] [--allow-remote] <idle|fanout|churn|channels> ...`.
 
 use std::time::Duration;
 
@@ -29,14 +29,139 @@ pub(crate) enum Command {
     /// N subscribers on one channel, a publisher posting to /api/publish at a fixed rate;
     /// report delivery latency (free of coordinated omission) and server CPU per delivery.
     Fanout(FanoutArgs),
+    /// Stable subscribers receive publications at a fixed rate while other connections open
+    /// (token + subscribe to the same channel) and close at a given rate; report connect
+    /// latency and errors of the churning ones and delivery to the stable ones.
+    Churn(ChurnArgs),
+    /// Centrifugo's million-connection benchmark, scaled: each connection subscribes to a
+    /// personal channel and to the group channel of its group of 10; publications to random
+    /// group and personal channels at given rates. Reports deliveries per minute, latency,
+    /// server CPU per delivery and RSS per connection.
+    Channels(ChannelsArgs),
+    /// A worker process of --workers (internal): holds a slice of connections and reports
+    /// over stdout as JSON lines.
+    #[command(hide = true)]
+    Worker {
+        /// The worker's spec, JSON.
+        spec: String,
+    },
+}
+
+/// The server API the publications go through.
+#[derive(Debug, Args)]
+pub(crate) struct ApiOpts {
+    /// Base URL of the server API (the client posts to <api-url>/api/publish). With several
+    /// --url values (a cluster), publications go through this one node; of a
+    /// comma-separated list, the first is used.
+    #[arg(long, default_value = "http://127.0.0.1:8000")]
+    pub(crate) api_url: String,
+    /// Server API key (http_api.key), sent as X-API-Key.
+    #[arg(long)]
+    pub(crate) api_key: String,
+    /// Keep-alive HTTP connections for publishing, so that slow calls overlap.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub(crate) publish_connections: u32,
+    /// Time limit for one publish call (counted once it has a connection).
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub(crate) publish_timeout: Duration,
+}
+
+/// `churn` options.
+#[derive(Debug, Args)]
+pub(crate) struct ChurnArgs {
+    /// Connection options.
+    #[command(flatten)]
+    pub(crate) connect: ConnectOpts,
+    /// Server API options.
+    #[command(flatten)]
+    pub(crate) api: ApiOpts,
+    /// Stable subscriber connections, open for the whole run.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    pub(crate) stable: u64,
+    /// Connections opened per second (each connects with a token and subscribes to the
+    /// channel, then closes after --lifetime).
+    #[arg(long, default_value_t = 10.0)]
+    pub(crate) churn: f64,
+    /// How long each churning connection stays open once subscribed.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    pub(crate) lifetime: Duration,
+    /// The channel everybody subscribes to.
+    #[arg(long, default_value = "churn")]
+    pub(crate) channel: String,
+    /// Publications per second to the channel.
+    #[arg(long, default_value_t = 10.0)]
+    pub(crate) rate: f64,
+    /// Size of each publication's data in bytes (at least 64).
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(64..=1_000_000))]
+    pub(crate) size: u64,
+    /// How long to publish and churn.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub(crate) duration: Duration,
+    /// After the last publication, wait at most this long for deliveries.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub(crate) drain: Duration,
+    /// Write report.md (summary, command line, machine, date) and SVG plots (latency
+    /// percentiles and deliveries per second) into this directory.
+    #[arg(long, value_name = "DIR")]
+    pub(crate) report: Option<std::path::PathBuf>,
+}
+
+/// `channels` options.
+#[derive(Debug, Args)]
+pub(crate) struct ChannelsArgs {
+    /// Connection options.
+    #[command(flatten)]
+    pub(crate) connect: ConnectOpts,
+    /// Server API options.
+    #[command(flatten)]
+    pub(crate) api: ApiOpts,
+    /// Connections; connection i subscribes to "personal-<i>" and "group-<i / group-size>".
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    pub(crate) connections: u64,
+    /// Connections per group channel.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub(crate) group_size: u64,
+    /// Publications per second to random group channels (0: none).
+    #[arg(long, default_value_t = 10.0)]
+    pub(crate) group_rate: f64,
+    /// Publications per second to random personal channels (0: none).
+    #[arg(long, default_value_t = 10.0)]
+    pub(crate) personal_rate: f64,
+    /// Size of each publication's data in bytes (at least 64).
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(64..=1_000_000))]
+    pub(crate) size: u64,
+    /// How long to publish.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub(crate) duration: Duration,
+    /// After the last publication, wait at most this long for deliveries.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub(crate) drain: Duration,
+    /// Time to wait after the last connection before measuring the server's memory.
+    #[arg(long, default_value = "500ms", value_parser = parse_duration)]
+    pub(crate) settle: Duration,
+    /// Write report.md (summary, command line, machine, date) and SVG plots (latency
+    /// percentiles and deliveries per second) into this directory.
+    #[arg(long, value_name = "DIR")]
+    pub(crate) report: Option<std::path::PathBuf>,
 }
 
 /// Options shared by the scenarios that open connections.
 #[derive(Debug, Args)]
 pub(crate) struct ConnectOpts {
-    /// WebSocket endpoint of the hub.
+    /// WebSocket endpoint of the hub; several, comma-separated, for a cluster: connections
+    /// spread round-robin over them.
     #[arg(long, default_value = "ws://127.0.0.1:8000/connection/websocket")]
     pub(crate) url: String,
+    /// Local source addresses to bind before connecting, comma-separated (e.g.
+    /// 127.0.0.1,127.0.0.2): each gives its own ~28k ephemeral ports. Default: the kernel
+    /// picks.
+    #[arg(long, value_delimiter = ',')]
+    pub(crate) source_addrs: Vec<std::net::IpAddr>,
+    /// Spread the connections over K worker processes (this binary, each with its own
+    /// open-files limit). Default: one process up to 18000 connections, then as many
+    /// workers as needed.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub(crate) workers: Option<u32>,
     /// HMAC secret of the connection tokens (client.token.hmac_secret_key); each connection
     /// i gets an HS256 token for user "lt-<i>".
     #[arg(long)]
@@ -81,6 +206,10 @@ pub(crate) struct IdleArgs {
     /// Time to hold the connections open after measuring.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub(crate) hold: Duration,
+    /// Write report.md (summary, command line, machine, date) and SVG plots (latency
+    /// percentiles and deliveries per second) into this directory.
+    #[arg(long, value_name = "DIR")]
+    pub(crate) report: Option<std::path::PathBuf>,
 }
 
 /// `fanout` options.
@@ -107,7 +236,8 @@ pub(crate) struct FanoutArgs {
     /// After the last publication, wait at most this long for deliveries.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     pub(crate) drain: Duration,
-    /// Base URL of the server API (the client posts to <api-url>/api/publish).
+    /// Base URL of the server API (the client posts to <api-url>/api/publish); of a
+    /// comma-separated list, the first is used.
     #[arg(long, default_value = "http://127.0.0.1:8000")]
     pub(crate) api_url: String,
     /// Server API key (http_api.key), sent as X-API-Key.
@@ -119,6 +249,10 @@ pub(crate) struct FanoutArgs {
     /// Time limit for one publish call (counted once it has a connection).
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub(crate) publish_timeout: Duration,
+    /// Write report.md (summary, command line, machine, date) and SVG plots (latency
+    /// percentiles and deliveries per second) into this directory.
+    #[arg(long, value_name = "DIR")]
+    pub(crate) report: Option<std::path::PathBuf>,
 }
 
 /// The longest `--duration`, `--hold` and other times accepted.
@@ -194,6 +328,50 @@ mod tests {
         assert!(
             Cli::try_parse_from(["loadtest", "idle"]).is_err(),
             "--secret is required"
+        );
+        let c = Cli::try_parse_from([
+            "loadtest",
+            "channels",
+            "--secret",
+            "s",
+            "--api-key",
+            "k",
+            "--url",
+            "ws://127.0.0.1:1/a,ws://127.0.0.1:2/b",
+            "--source-addrs",
+            "127.0.0.1,127.0.0.2",
+            "--workers",
+            "3",
+            "--personal-rate",
+            "0",
+            "--report",
+            "out",
+        ])
+        .unwrap();
+        let Command::Channels(a) = c.command else {
+            panic!()
+        };
+        assert_eq!(a.connect.source_addrs.len(), 2);
+        assert_eq!(a.connect.workers, Some(3));
+        assert_eq!((a.group_size, a.personal_rate), (10, 0.0));
+        assert_eq!(a.report.as_deref(), Some(std::path::Path::new("out")));
+        let c = Cli::try_parse_from([
+            "loadtest",
+            "churn",
+            "--secret",
+            "s",
+            "--api-key",
+            "k",
+            "--churn",
+            "5",
+        ])
+        .unwrap();
+        let Command::Churn(a) = c.command else {
+            panic!()
+        };
+        assert_eq!((a.churn, a.lifetime), (5.0, Duration::from_secs(2)));
+        assert!(
+            Cli::try_parse_from(["loadtest", "idle", "--secret", "s", "--workers", "0"]).is_err()
         );
         assert!(Cli::try_parse_from([
             "loadtest",

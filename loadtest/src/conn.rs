@@ -4,13 +4,13 @@
 //! `data` to a [`PubSink`].
 
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use serde::de::IgnoredAny;
 use serde::Deserialize;
 use serde_json::value::RawValue;
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::watch;
 
 use crate::target::WsTarget;
@@ -297,13 +297,14 @@ pub(crate) struct Ended {
 /// within `limit`.
 pub(crate) async fn open(
     target: &WsTarget,
+    source: Option<IpAddr>,
     token: &str,
     channels: &[String],
     compression: bool,
     limit: Duration,
 ) -> Result<Session, ConnError> {
     let mut stage = "TCP connect";
-    let steps = open_steps(target, token, channels, compression, &mut stage);
+    let steps = open_steps(target, source, token, channels, compression, &mut stage);
     match tokio::time::timeout(limit, steps).await {
         Ok(r) => r,
         Err(_) => Err(ConnError::Timeout {
@@ -313,15 +314,40 @@ pub(crate) async fn open(
     }
 }
 
+/// A TCP connection to `to`, from `source` (any port) when given.
+async fn dial(to: SocketAddr, source: Option<IpAddr>) -> std::io::Result<TcpStream> {
+    let Some(ip) = source else {
+        return TcpStream::connect(to).await;
+    };
+    let socket = match ip {
+        IpAddr::V4(_) => TcpSocket::new_v4()?,
+        IpAddr::V6(_) => TcpSocket::new_v6()?,
+    };
+    socket.bind(SocketAddr::new(ip, 0))?;
+    socket.connect(to).await
+}
+
 async fn open_steps(
     target: &WsTarget,
+    source: Option<IpAddr>,
     token: &str,
     channels: &[String],
     compression: bool,
     stage: &mut &'static str,
 ) -> Result<Session, ConnError> {
-    let tcp = TcpStream::connect(target.addr).await.map_err(|e| {
-        if e.kind() == std::io::ErrorKind::ConnectionRefused {
+    let tcp = dial(target.addr, source).await.map_err(|e| {
+        // Out of ephemeral ports: connect says EADDRNOTAVAIL, bind to port 0 EADDRINUSE.
+        if matches!(
+            e.kind(),
+            std::io::ErrorKind::AddrNotAvailable | std::io::ErrorKind::AddrInUse
+        ) {
+            ConnError::Io(format!(
+                "{} ({}): no free local port{}: {e}; spread over more --source-addrs",
+                target.url,
+                target.addr,
+                source.map(|s| format!(" on {s}")).unwrap_or_default()
+            ))
+        } else if e.kind() == std::io::ErrorKind::ConnectionRefused {
             ConnError::Refused {
                 addr: target.addr,
                 url: target.url.clone(),

@@ -16,16 +16,16 @@ use crate::cli::FanoutArgs;
 use crate::conn::PubSink;
 use crate::procfs::{self, CpuSnapshot, CpuUsage, Proc};
 use crate::publish::ApiClient;
-use crate::stats::{self, LatencySummary, Recorder};
-use crate::swarm::{self, Plan};
+use crate::stats::{self, LatencySummary, Recorder, Timeline};
+use crate::workers::{self, ChannelSpec};
 use crate::{target, Outcome};
 
 /// Publish calls waiting or in flight at most; past that, scheduled publications are
 /// skipped (and counted) rather than piling up without bound.
-const MAX_BACKLOG: usize = 10_000;
+pub(crate) const MAX_BACKLOG: usize = 10_000;
 
 /// Other processes may use this much of a core before the figures are called contaminated.
-const CONTAMINATION_CORES: f64 = 0.10;
+pub(crate) const CONTAMINATION_CORES: f64 = 0.10;
 
 /// The most publications one run may schedule.
 const MAX_PUBLICATIONS: f64 = 10_000_000.0;
@@ -88,14 +88,30 @@ pub(crate) fn read_stamp(data: &str) -> Option<Stamp> {
     serde_json::from_str(data).ok()
 }
 
-/// Records each delivery's latency.
+/// Records each delivery's latency (and, with a timeline, per second of receipt).
 #[derive(Debug)]
-struct LatencySink {
-    clock: Clock,
-    recorder: Recorder,
-    deliveries: AtomicU64,
-    foreign: AtomicU64,
-    last_us: AtomicU64,
+pub(crate) struct LatencySink {
+    pub(crate) clock: Clock,
+    pub(crate) recorder: Recorder,
+    pub(crate) deliveries: AtomicU64,
+    pub(crate) foreign: AtomicU64,
+    pub(crate) last_us: AtomicU64,
+    /// Per-second latency buckets (`--report`).
+    pub(crate) timeline: Option<Timeline>,
+}
+
+impl LatencySink {
+    /// A sink reading receipt times from `clock`; `timeline`: keep per-second buckets.
+    pub(crate) fn new(clock: Clock, timeline: Option<Timeline>) -> Self {
+        LatencySink {
+            clock,
+            recorder: Recorder::new(16),
+            deliveries: AtomicU64::new(0),
+            foreign: AtomicU64::new(0),
+            last_us: AtomicU64::new(0),
+            timeline,
+        }
+    }
 }
 
 impl PubSink for LatencySink {
@@ -103,7 +119,11 @@ impl PubSink for LatencySink {
         let now = self.clock.now_us();
         match read_stamp(data.get()) {
             Some(s) => {
-                self.recorder.record(conn, now.saturating_sub(s.t));
+                let latency = now.saturating_sub(s.t);
+                self.recorder.record(conn, latency);
+                if let Some(t) = &self.timeline {
+                    t.record(now, latency);
+                }
                 self.deliveries.fetch_add(1, Ordering::Relaxed);
                 self.last_us.fetch_max(now, Ordering::Relaxed);
             }
@@ -116,20 +136,24 @@ impl PubSink for LatencySink {
 
 /// Publish outcomes, shared by the publish tasks.
 #[derive(Debug)]
-struct PublishLog {
-    ok: AtomicU64,
-    failures: Mutex<BTreeMap<String, u64>>,
-    first_error: Mutex<Option<String>>,
+pub(crate) struct PublishLog {
+    pub(crate) ok: AtomicU64,
+    /// Deliveries the accepted publications should cause (their channels' subscribers).
+    pub(crate) expected: AtomicU64,
+    pub(crate) failures: Mutex<BTreeMap<String, u64>>,
+    pub(crate) first_error: Mutex<Option<String>>,
     /// Scheduled time to the publish task running (µs).
-    start_lag: Recorder,
+    pub(crate) start_lag: Recorder,
     /// One publish call, waiting for a pooled connection included (µs).
-    call_time: Recorder,
+    pub(crate) call_time: Recorder,
 }
 
 impl PublishLog {
-    fn new() -> Self {
+    /// An empty log.
+    pub(crate) fn new() -> Self {
         PublishLog {
             ok: AtomicU64::new(0),
+            expected: AtomicU64::new(0),
             failures: Mutex::new(BTreeMap::new()),
             first_error: Mutex::new(None),
             start_lag: Recorder::new(1),
@@ -147,17 +171,21 @@ impl PublishLog {
     }
 }
 
+/// Picks publication `k`'s channel: its name as a JSON string, and how many connected
+/// subscribers it has (the deliveries it should cause).
+pub(crate) type Route = Box<dyn FnMut(u64) -> (String, u64) + Send>;
+
 /// The publisher: a fixed schedule of publish calls.
-struct Publisher {
-    api: Arc<ApiClient>,
-    log: Arc<PublishLog>,
-    backlog: Arc<Semaphore>,
-    channel_json: String,
-    size: usize,
-    period_ns: f64,
-    total: u64,
-    start: Instant,
-    start_us: u64,
+pub(crate) struct Publisher {
+    pub(crate) api: Arc<ApiClient>,
+    pub(crate) log: Arc<PublishLog>,
+    pub(crate) backlog: Arc<Semaphore>,
+    pub(crate) route: Route,
+    pub(crate) size: usize,
+    pub(crate) period_ns: f64,
+    pub(crate) total: u64,
+    pub(crate) start: Instant,
+    pub(crate) start_us: u64,
 }
 
 impl Publisher {
@@ -165,7 +193,7 @@ impl Publisher {
     /// instant with the OS timer, finer than the runtime's 1 ms timer wheel and not held up
     /// by busy workers, then hands the call to the runtime `rt` without waiting for it.
     /// Returns the calls and the number of publications skipped for want of backlog room.
-    fn run(self, rt: &tokio::runtime::Handle) -> (JoinSet<()>, u64) {
+    pub(crate) fn run(mut self, rt: &tokio::runtime::Handle) -> (JoinSet<()>, u64) {
         let mut calls = JoinSet::new();
         let mut skipped = 0u64;
         for k in 0..self.total {
@@ -175,9 +203,10 @@ impl Publisher {
             if at > now {
                 std::thread::sleep(at - now);
             }
+            let (channel_json, receivers) = (self.route)(k);
             let body = format!(
                 r#"{{"channel":{},"data":{}}}"#,
-                self.channel_json,
+                channel_json,
                 publication_data(self.start_us + offset.as_micros() as u64, k, self.size)
             );
             let Ok(permit) = self.backlog.clone().try_acquire_owned() else {
@@ -193,6 +222,7 @@ impl Publisher {
                     match api.call("publish", body.as_bytes()).await {
                         Ok(()) => {
                             log.ok.fetch_add(1, Ordering::Relaxed);
+                            log.expected.fetch_add(receivers, Ordering::Relaxed);
                         }
                         Err(e) => log.failed(&e),
                     }
@@ -207,7 +237,8 @@ impl Publisher {
     }
 }
 
-fn micros(d: Duration) -> u64 {
+/// A duration in whole microseconds.
+pub(crate) fn micros(d: Duration) -> u64 {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }
 
@@ -287,7 +318,7 @@ pub(crate) struct FanoutReport {
 }
 
 /// Checks the numbers that clap cannot; returns the publications to schedule.
-fn schedule_size(rate: f64, duration: Duration) -> Result<u64, String> {
+pub(crate) fn schedule_size(rate: f64, duration: Duration) -> Result<u64, String> {
     if !(rate.is_finite() && rate > 0.0 && rate <= 100_000.0) {
         return Err(format!(
             "--rate {rate}: must be more than 0 and at most 100000"
@@ -313,14 +344,7 @@ pub(crate) async fn run(
 ) -> Result<Outcome<FanoutReport>, String> {
     let c = &args.connect;
     let total = schedule_size(args.rate, args.duration)?;
-    let target = Arc::new(target::ws(&c.url, allow_remote).await?);
-    let api_target = target::http(&args.api_url, allow_remote).await?;
-    target::ensure_open_files(
-        args.subscribers,
-        u64::from(args.publish_connections),
-        "--subscribers",
-    )?;
-    let subscribers = usize::try_from(args.subscribers).map_err(|e| e.to_string())?;
+    let api_target = target::http(target::first_url(&args.api_url), allow_remote).await?;
     if let Some(p) = c.pid {
         if Proc::Pid(p).cpu_ns().is_none() || Proc::Pid(p).rss().is_none() {
             return Err(procfs::unreadable(p));
@@ -337,35 +361,28 @@ pub(crate) async fn run(
     api.call("info", b"{}").await.map_err(|e| {
         format!(
             "server API check (POST {}/api/info): {e}",
-            args.api_url.trim_end_matches('/')
+            target::first_url(&args.api_url).trim_end_matches('/')
         )
     })?;
 
     let clock = Clock::new();
-    let sink = Arc::new(LatencySink {
+    let sink = Arc::new(LatencySink::new(
         clock,
-        recorder: Recorder::new(16),
-        deliveries: AtomicU64::new(0),
-        foreign: AtomicU64::new(0),
-        last_us: AtomicU64::new(0),
-    });
-    let channel = args.channel.clone();
-    let plan = Plan {
-        target: target.clone(),
-        secret: c.secret.clone(),
-        connections: subscribers,
-        concurrency: c.concurrency as usize,
-        connect_timeout: c.connect_timeout,
-        max_connect_time: c.max_connect_time,
-        channels: Arc::new(move |_| vec![channel.clone()]),
-        sink: sink.clone(),
-        compression: c.compression,
+        args.report.is_some().then(Timeline::default),
+    ));
+    let (mut held, opened) = workers::open(
+        c,
+        allow_remote,
+        args.subscribers,
+        (u64::from(args.publish_connections), "--subscribers"),
+        ChannelSpec::Fixed(args.channel.clone()),
+        sink,
         progress,
-    };
-    let (swarm, opened) = swarm::open(plan).await.map_err(|e| e.to_string())?;
+    )
+    .await?;
 
     // The measurement window: from just before the first publication to the last delivery.
-    let cpu_before = CpuSnapshot::take(c.pid);
+    let cpu_before = CpuSnapshot::with_workers(c.pid, &held.pids());
     let log = Arc::new(PublishLog::new());
     // The first publication goes 100 ms after the last subscribe: long enough for the
     // delayed ACKs of the subscribe replies (up to 40 ms on Linux) to pass, so that a server
@@ -373,11 +390,16 @@ pub(crate) async fn run(
     // state.
     let start = Instant::now() + Duration::from_millis(100);
     let start_us = clock.at_us(start);
+    held.set_origin(start_us);
     let publisher = Publisher {
         api: api.clone(),
         log: log.clone(),
         backlog: Arc::new(Semaphore::new(MAX_BACKLOG)),
-        channel_json: serde_json::to_string(&args.channel).map_err(|e| e.to_string())?,
+        route: {
+            let json = serde_json::to_string(&args.channel).map_err(|e| e.to_string())?;
+            let n = opened.connected;
+            Box::new(move |_| (json.clone(), n))
+        },
         size: args.size as usize,
         period_ns: 1e9 / args.rate,
         total,
@@ -404,15 +426,13 @@ pub(crate) async fn run(
     }
     let sent = log.ok.load(Ordering::Relaxed);
     let expected = sent * opened.connected;
-    let drain_deadline = Instant::now() + args.drain;
-    while sink.deliveries.load(Ordering::Relaxed) < expected && Instant::now() < drain_deadline {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    let cpu_after = CpuSnapshot::take(c.pid);
-    let ending = swarm.stop(Duration::from_secs(10)).await;
+    held.drain(expected, args.drain).await;
+    let cpu_after = CpuSnapshot::with_workers(c.pid, &held.pids());
+    let received = held.stop().await;
+    let ending = received.ending;
 
-    let deliveries = sink.deliveries.load(Ordering::Relaxed);
-    let last_us = sink.last_us.load(Ordering::Relaxed);
+    let deliveries = received.deliveries;
+    let last_us = received.last_us;
     let delivery_window = Duration::from_micros(last_us.saturating_sub(start_us));
     let cpu = CpuUsage::between(&cpu_before, &cpu_after);
     let mut publish_failures = log.failures.lock().map(|f| f.clone()).unwrap_or_default();
@@ -443,7 +463,7 @@ pub(crate) async fn run(
     }
     let report = FanoutReport {
         scenario: "fanout",
-        url: target.url.clone(),
+        url: c.url.clone(),
         api_url: args.api_url.clone(),
         channel: args.channel.clone(),
         subscribers: args.subscribers,
@@ -466,9 +486,9 @@ pub(crate) async fn run(
         publish_call: LatencySummary::of(&log.call_time.merged()),
         deliveries,
         deliveries_expected: expected,
-        foreign_publications: sink.foreign.load(Ordering::Relaxed),
+        foreign_publications: received.foreign,
         deliveries_per_sec: stats::per_sec(deliveries, delivery_window),
-        latency: LatencySummary::of(&sink.recorder.merged()),
+        latency: LatencySummary::of(&received.latency),
         server_cpu_us_per_delivery: cpu
             .server_cpu_secs
             .and_then(|s| stats::per_item(s * 1e6, deliveries)),
@@ -488,6 +508,9 @@ pub(crate) async fn run(
         cpu,
         warnings,
     };
+    if let Some(dir) = &args.report {
+        crate::report::write(dir, "fanout", &report.human(), &received.timeline.seconds())?;
+    }
     let complete = report.deliveries == report.deliveries_expected
         && report.publications_sent == report.publications_scheduled
         && report.subscribers_connected == report.subscribers
@@ -600,6 +623,102 @@ impl FanoutReport {
     }
 }
 
+/// The API client of `api`, checked with a call to `/api/info`: a wrong URL or key fails
+/// before any connection opens.
+pub(crate) async fn api_client(
+    api: &crate::cli::ApiOpts,
+    allow_remote: bool,
+) -> Result<Arc<ApiClient>, String> {
+    let url = target::first_url(&api.api_url);
+    let target = target::http(url, allow_remote).await?;
+    let client = Arc::new(ApiClient::new(
+        target,
+        api.api_key.clone(),
+        api.publish_connections as usize,
+        api.publish_timeout,
+    ));
+    client.call("info", b"{}").await.map_err(|e| {
+        format!(
+            "server API check (POST {}/api/info): {e}",
+            url.trim_end_matches('/')
+        )
+    })?;
+    Ok(client)
+}
+
+/// One schedule of publications: where each goes, how often, how many.
+pub(crate) struct Stream {
+    /// Channel (and receivers) of publication k.
+    pub(crate) route: Route,
+    /// Publications per second.
+    pub(crate) rate: f64,
+    /// Publications in all.
+    pub(crate) total: u64,
+}
+
+/// Runs `streams` at once, each on its own thread from `start` (µs `start_us` on the
+/// sinks' clock), then waits at most `wait` for the calls still going. Returns the
+/// publications skipped (backlog full) and the calls abandoned at the end.
+pub(crate) async fn publish_streams(
+    api: &Arc<ApiClient>,
+    log: &Arc<PublishLog>,
+    streams: Vec<Stream>,
+    size: usize,
+    start: Instant,
+    start_us: u64,
+    wait: Duration,
+) -> Result<(u64, u64), String> {
+    let backlog = Arc::new(Semaphore::new(MAX_BACKLOG));
+    let mut runs = Vec::new();
+    for s in streams.into_iter().filter(|s| s.total > 0) {
+        let publisher = Publisher {
+            api: api.clone(),
+            log: log.clone(),
+            backlog: backlog.clone(),
+            route: s.route,
+            size,
+            period_ns: 1e9 / s.rate,
+            total: s.total,
+            start,
+            start_us,
+        };
+        let rt = tokio::runtime::Handle::current();
+        runs.push(tokio::task::spawn_blocking(move || publisher.run(&rt)));
+    }
+    let mut skipped = 0;
+    let mut all = Vec::new();
+    for r in runs {
+        let (calls, s) = r.await.map_err(|e| format!("the publisher failed: {e}"))?;
+        skipped += s;
+        all.push(calls);
+    }
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut abandoned = 0u64;
+    for mut calls in all {
+        loop {
+            match tokio::time::timeout_at(deadline, calls.join_next()).await {
+                Ok(Some(_)) => {}
+                Ok(None) => break,
+                Err(_) => {
+                    abandoned += calls.len() as u64;
+                    calls.abort_all();
+                    break;
+                }
+            }
+        }
+    }
+    Ok((skipped, abandoned))
+}
+
+/// `--rate`-like options: 0 schedules nothing, anything else is checked by
+/// [`schedule_size`].
+pub(crate) fn optional_schedule(rate: f64, duration: Duration, flag: &str) -> Result<u64, String> {
+    if rate == 0.0 {
+        return Ok(0);
+    }
+    schedule_size(rate, duration).map_err(|e| e.replace("--rate", flag))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -659,13 +778,7 @@ mod tests {
     #[test]
     fn the_sink_records_latency_and_ignores_foreign_data() {
         let clock = Clock::new();
-        let sink = LatencySink {
-            clock,
-            recorder: Recorder::new(2),
-            deliveries: AtomicU64::new(0),
-            foreign: AtomicU64::new(0),
-            last_us: AtomicU64::new(0),
-        };
+        let sink = LatencySink::new(clock, None);
         let t = clock.now_us() - 5_000;
         let data = publication_data(t, 0, 100);
         let raw = RawValue::from_string(data).unwrap();

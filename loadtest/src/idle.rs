@@ -6,11 +6,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::cli::IdleArgs;
-use crate::conn::Ignore;
+use crate::fanout::{Clock, LatencySink};
 use crate::procfs::{self, Proc, TcpSockstat};
 use crate::stats::{self, LatencySummary};
-use crate::swarm::{self, Plan};
-use crate::{target, Outcome};
+use crate::workers::{self, ChannelSpec};
+use crate::Outcome;
 
 /// The server's memory before and after.
 #[derive(Debug, serde::Serialize)]
@@ -93,9 +93,6 @@ pub(crate) async fn run(
     progress: bool,
 ) -> Result<Outcome<IdleReport>, String> {
     let c = &args.connect;
-    let target = Arc::new(target::ws(&c.url, allow_remote).await?);
-    target::ensure_open_files(args.connections, 0, "--connections")?;
-    let connections = usize::try_from(args.connections).map_err(|e| e.to_string())?;
     let server = c.pid.map(Proc::Pid);
     let rss_before = match c.pid {
         Some(p) => Some(Proc::Pid(p).rss().ok_or_else(|| procfs::unreadable(p))?),
@@ -104,21 +101,21 @@ pub(crate) async fn run(
     let sock_before = procfs::tcp_sockstat();
     let overflows_before = procfs::listen_overflows();
 
-    let prefix = args.channel_prefix.clone();
-    let per_conn = args.channels_per_conn;
-    let plan = Plan {
-        target: target.clone(),
-        secret: c.secret.clone(),
-        connections,
-        concurrency: c.concurrency as usize,
-        connect_timeout: c.connect_timeout,
-        max_connect_time: c.max_connect_time,
-        channels: Arc::new(move |i| (0..per_conn).map(|k| format!("{prefix}-{i}-{k}")).collect()),
-        sink: Arc::new(Ignore),
-        compression: c.compression,
+    // Idle connections receive nothing; the sink only answers the type.
+    let sink = Arc::new(LatencySink::new(Clock::new(), None));
+    let (held, opened) = workers::open(
+        c,
+        allow_remote,
+        args.connections,
+        (0, "--connections"),
+        ChannelSpec::PerConn {
+            prefix: args.channel_prefix.clone(),
+            per_conn: args.channels_per_conn,
+        },
+        sink,
         progress,
-    };
-    let (swarm, opened) = swarm::open(plan).await.map_err(|e| e.to_string())?;
+    )
+    .await?;
     let listen_overflows = match (overflows_before, procfs::listen_overflows()) {
         (Some(b), Some(a)) => Some(a.saturating_sub(b)),
         _ => None,
@@ -133,12 +130,12 @@ pub(crate) async fn run(
     let client_rss = Proc::OwnProcess.rss();
 
     tokio::time::sleep(args.hold).await;
-    let ending = swarm.stop(Duration::from_secs(10)).await;
+    let ending = held.stop().await.ending;
 
     let n = opened.connected;
     let report = IdleReport {
         scenario: "idle",
-        url: target.url.clone(),
+        url: c.url.clone(),
         connections: args.connections,
         channels_per_conn: args.channels_per_conn,
         connected: n,
@@ -180,6 +177,9 @@ pub(crate) async fn run(
         },
         client_rss_bytes: client_rss,
     };
+    if let Some(dir) = &args.report {
+        crate::report::write(dir, "idle", &report.human(), &[])?;
+    }
     let complete = report.connected == report.connections && report.dropped.is_empty();
     Ok(Outcome { report, complete })
 }

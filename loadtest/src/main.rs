@@ -5,23 +5,35 @@
 //! loadtest idle   --connections 5000 --secret S --hold 10s --pid $(pidof hub-server)
 //! loadtest fanout --subscribers 1000 --rate 10 --size 100 --duration 10s \
 //!                 --secret S --api-key K --pid $(pidof hub-server)
+//! loadtest churn  --stable 1000 --churn 50 --lifetime 2s --rate 10 --duration 10s \
+//!                 --secret S --api-key K
+//! loadtest channels --connections 2000 --group-rate 100 --personal-rate 100 \
+//!                 --secret S --api-key K --report out/
 //! ```
+//!
+//! Past one process's open files, connections spread over worker processes (`--workers`)
+//! and local source addresses (`--source-addrs`); `--url a,b,...` spreads them over cluster
+//! nodes.
 //!
 //! Every run is bounded in count and time, and targets loopback only unless
 //! `--allow-remote`. Exit status: 0 when everything asked for happened (all connected, every
 //! delivery arrived), 2 when the run finished with failures (the report says which), 1 when
 //! it could not run.
 
+mod channels;
+mod churn;
 mod cli;
 mod conn;
 mod fanout;
 mod idle;
 mod procfs;
 mod publish;
+mod report;
 mod stats;
 mod swarm;
 mod target;
 mod token;
+mod workers;
 mod ws;
 
 use std::io::IsTerminal;
@@ -56,6 +68,13 @@ fn main() -> ExitCode {
             Command::Fanout(args) => fanout::run(args, cli.allow_remote, progress)
                 .await
                 .and_then(|o| print(o, cli.json, fanout::FanoutReport::human)),
+            Command::Worker { spec } => workers::worker(&spec).await.map(|()| true),
+            Command::Churn(args) => churn::run(args, cli.allow_remote, progress)
+                .await
+                .and_then(|o| print(o, cli.json, churn::ChurnReport::human)),
+            Command::Channels(args) => channels::run(args, cli.allow_remote, progress)
+                .await
+                .and_then(|o| print(o, cli.json, channels::ChannelsReport::human)),
         }
     });
     // Connections still closing must not hold the exit.

@@ -230,13 +230,20 @@ pub(crate) struct CpuSnapshot {
 }
 
 impl CpuSnapshot {
-    /// Reads the counters of the server (if a pid is given), this process and the machine.
-    pub(crate) fn take(server: Option<u32>) -> Self {
+    /// Reads the counters of the server (if a pid is given), this process with its
+    /// `workers` processes (the client), and the machine.
+    pub(crate) fn with_workers(server: Option<u32>, workers: &[u32]) -> Self {
+        let own = Proc::OwnProcess.cpu_ns().map(|own| {
+            own + workers
+                .iter()
+                .filter_map(|&p| Proc::Pid(p).cpu_ns())
+                .sum::<u64>()
+        });
         CpuSnapshot {
             at: Instant::now(),
             server_ns: server.and_then(|p| Proc::Pid(p).cpu_ns()),
             server_user_kernel: server.and_then(|p| Proc::Pid(p).user_kernel_ticks()),
-            own_ns: Proc::OwnProcess.cpu_ns(),
+            own_ns: own,
             machine: machine_cpu(),
         }
     }

@@ -3,6 +3,7 @@
 //! own task until told to stop.
 
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -21,8 +22,14 @@ pub(crate) type ChannelsOf = Arc<dyn Fn(usize) -> Vec<String> + Send + Sync>;
 
 /// What to open.
 pub(crate) struct Plan {
-    /// Where.
-    pub(crate) target: Arc<WsTarget>,
+    /// Where: connection `i` goes to `targets[i % len]` (round-robin over the URLs).
+    pub(crate) targets: Arc<Vec<WsTarget>>,
+    /// Local source addresses to bind before connecting: connection `i` uses
+    /// `sources[(i / targets.len()) % len]`; none: the kernel picks.
+    pub(crate) sources: Arc<Vec<IpAddr>>,
+    /// The global index of the first connection (tokens name user `lt-<index>`; a worker
+    /// process holds a slice starting here).
+    pub(crate) first: usize,
     /// HMAC secret for the connection tokens.
     pub(crate) secret: String,
     /// How many connections.
@@ -60,6 +67,8 @@ pub(crate) struct Opened {
     pub(crate) elapsed: Duration,
     /// Time to connect and subscribe, per successful connection (µs).
     pub(crate) latency: Histogram<u64>,
+    /// Which connections (by local index) are connected and subscribed.
+    pub(crate) connected_ids: Vec<bool>,
 }
 
 impl Opened {
@@ -70,7 +79,7 @@ impl Opened {
 }
 
 /// How the held connections ended.
-#[derive(Debug, Default, serde::Serialize)]
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 pub(crate) struct Ending {
     /// Ended by the server or by an error before the stop, by close code or error.
     pub(crate) dropped: BTreeMap<String, u64>,
@@ -95,11 +104,14 @@ pub(crate) async fn open(plan: Plan) -> Result<(Swarm, Opened), ConnError> {
 
     // The probe: connection 0, alone.
     let t0 = Instant::now();
-    let token0 = token::for_connection(&plan.secret, 0);
+    let first = plan.first;
+    let token0 = token::for_connection(&plan.secret, first);
+    let (target0, source0) = route(&plan.targets, &plan.sources, first);
     let session = conn::open(
-        &plan.target,
+        target0,
+        source0,
         &token0,
-        &(plan.channels)(0),
+        &(plan.channels)(first),
         plan.compression,
         plan.connect_timeout,
     )
@@ -109,7 +121,7 @@ pub(crate) async fn open(plan: Plan) -> Result<(Swarm, Opened), ConnError> {
     {
         let sink = plan.sink.clone();
         let rx = stop_rx.clone();
-        tasks.spawn(async move { Some(session.run(0, rx, &*sink).await) });
+        tasks.spawn(async move { Some(session.run(first, rx, &*sink).await) });
     }
 
     let bar = progress_bar(plan.connections as u64, plan.progress);
@@ -122,16 +134,19 @@ pub(crate) async fn open(plan: Plan) -> Result<(Swarm, Opened), ConnError> {
         not_attempted: 0,
         elapsed: Duration::ZERO,
         latency,
+        connected_ids: vec![false; plan.connections],
     };
+    opened.connected_ids[0] = true;
     let sem = Arc::new(Semaphore::new(plan.concurrency.max(1)));
     // Each answer: the time to open and whether permessage-deflate is on, or the error.
-    let (tx, mut rx) = mpsc::unbounded_channel::<Result<(Duration, bool), ConnError>>();
+    let (tx, mut rx) = mpsc::unbounded_channel::<(usize, Result<(Duration, bool), ConnError>)>();
     let deadline = tokio::time::Instant::from_std(started + plan.max_connect_time);
     let mut attempted = 1usize;
     let mut answered = 1usize;
-    let record = |r: Result<(Duration, bool), ConnError>, o: &mut Opened| match r {
+    let record = |(i, r): (usize, Result<(Duration, bool), ConnError>), o: &mut Opened| match r {
         Ok((d, compressed)) => {
             o.connected += 1;
+            o.connected_ids[i] = true;
             o.compressed += u64::from(compressed);
             o.latency.saturating_record(micros(d));
         }
@@ -160,9 +175,10 @@ pub(crate) async fn open(plan: Plan) -> Result<(Swarm, Opened), ConnError> {
         if tokio::time::Instant::now() >= deadline {
             break;
         }
-        let i = attempted;
+        let local = attempted;
+        let i = first + local;
         attempted += 1;
-        let target = plan.target.clone();
+        let (targets, sources) = (plan.targets.clone(), plan.sources.clone());
         let token = token::for_connection(&plan.secret, i);
         let channels = (plan.channels)(i);
         let timeout = plan.connect_timeout;
@@ -172,15 +188,16 @@ pub(crate) async fn open(plan: Plan) -> Result<(Swarm, Opened), ConnError> {
         let rx_stop = stop_rx.clone();
         tasks.spawn(async move {
             let t = Instant::now();
-            let r = conn::open(&target, &token, &channels, compression, timeout).await;
+            let (target, source) = route(&targets, &sources, i);
+            let r = conn::open(target, source, &token, &channels, compression, timeout).await;
             drop(permit);
             match r {
                 Ok(session) => {
-                    let _ = tx.send(Ok((t.elapsed(), session.compressed())));
+                    let _ = tx.send((local, Ok((t.elapsed(), session.compressed()))));
                     Some(session.run(i, rx_stop, &*sink).await)
                 }
                 Err(e) => {
-                    let _ = tx.send(Err(e));
+                    let _ = tx.send((local, Err(e)));
                     None
                 }
             }
@@ -242,6 +259,19 @@ impl Swarm {
         }
         closed
     }
+}
+
+/// The target and source address of connection `i`: targets round-robin, and each source
+/// address takes a turn after a full round of targets, so that every (source, target) pair
+/// gets an equal share.
+pub(crate) fn route<'a>(
+    targets: &'a [WsTarget],
+    sources: &[IpAddr],
+    i: usize,
+) -> (&'a WsTarget, Option<IpAddr>) {
+    let n = targets.len().max(1);
+    let source = (!sources.is_empty()).then(|| sources[(i / n) % sources.len()]);
+    (&targets[i % n], source)
 }
 
 fn micros(d: Duration) -> u64 {

@@ -101,6 +101,42 @@ pub(crate) async fn ws(url: &str, allow_remote: bool) -> Result<WsTarget, String
     })
 }
 
+/// Parses and resolves a comma-separated list of `ws://` URLs (`--url a,b,c`, one per
+/// cluster node).
+pub(crate) async fn ws_list(urls: &str, allow_remote: bool) -> Result<Vec<WsTarget>, String> {
+    let mut out = Vec::new();
+    for u in urls.split(',').map(str::trim).filter(|u| !u.is_empty()) {
+        out.push(ws(u, allow_remote).await?);
+    }
+    if out.is_empty() {
+        return Err("--url: no URL given".into());
+    }
+    Ok(out)
+}
+
+/// The first of a comma-separated list of URLs (`--api-url` of a cluster: publications go
+/// through one node).
+pub(crate) fn first_url(urls: &str) -> &str {
+    urls.split(',')
+        .map(str::trim)
+        .find(|u| !u.is_empty())
+        .unwrap_or("")
+}
+
+/// Checks `--source-addrs`: loopback only unless `allow_remote` (binding to another
+/// machine's address would fail anyway).
+pub(crate) fn check_sources(
+    sources: &[std::net::IpAddr],
+    allow_remote: bool,
+) -> Result<(), String> {
+    match sources.iter().find(|a| !a.is_loopback()) {
+        Some(a) if !allow_remote => Err(format!(
+            "--source-addrs {a} is not a loopback address; use 127.0.0.0/8 (or --allow-remote)"
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// Parses and resolves an `http://` URL of the server API's host (a path prefix is kept).
 pub(crate) async fn http(url: &str, allow_remote: bool) -> Result<HttpTarget, String> {
     let (uri, host, port) = host_port(url, &[("http", 80)])?;
@@ -181,6 +217,19 @@ mod tests {
         let e = ws("ws://192.0.2.1:8000/x", false).await.unwrap_err();
         assert!(e.contains("--allow-remote"), "{e}");
         assert!(ws("ws://192.0.2.1:8000/x", true).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn url_lists_split_on_commas() {
+        let t = ws_list("ws://127.0.0.1:1/a, ws://127.0.0.2:2/b,", false)
+            .await
+            .unwrap();
+        assert_eq!(t.len(), 2);
+        assert_eq!(t[1].addr, "127.0.0.2:2".parse().unwrap());
+        assert!(ws_list(" , ", false).await.is_err());
+        assert_eq!(first_url(" http://a:1 ,http://b:2"), "http://a:1");
+        assert!(check_sources(&["127.0.0.3".parse().unwrap()], false).is_ok());
+        assert!(check_sources(&["10.0.0.1".parse().unwrap()], false).is_err());
     }
 
     #[tokio::test]

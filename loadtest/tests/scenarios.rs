@@ -451,3 +451,173 @@ fn preflight_checks_send_no_traffic() {
         "{e}"
     );
 }
+
+#[test]
+fn churn_reports_connects_and_stable_deliveries() {
+    let server = Server::start();
+    let (url, api, pid) = (server.ws_url(), server.api_url(), server.pid());
+    let before = server.metric("hub_deliveries_total");
+    let churn = json(&loadtest(&[
+        "churn",
+        "--url",
+        &url,
+        "--api-url",
+        &api,
+        "--api-key",
+        API_KEY,
+        "--secret",
+        SECRET,
+        "--stable",
+        "50",
+        "--churn",
+        "20",
+        "--lifetime",
+        "1s",
+        "--rate",
+        "20",
+        "--duration",
+        "2s",
+        "--json",
+        "--pid",
+        &pid,
+    ]));
+    let after = server.metric("hub_deliveries_total");
+    assert_eq!(churn["stable_connected"], 50, "{churn:#}");
+    assert_eq!(churn["churn_attempted"], 40, "{churn:#}");
+    assert_eq!(churn["churn_connected"], 40, "{churn:#}");
+    assert_eq!(churn["churn_failed"], 0, "{churn:#}");
+    assert_eq!(churn["connect_latency"]["count"], 40, "{churn:#}");
+    assert_eq!(churn["publications_sent"], 40, "{churn:#}");
+    let deliveries = churn["deliveries"].as_u64().unwrap();
+    assert_eq!(deliveries, 40 * 50, "{churn:#}");
+    assert_eq!(churn["deliveries_expected"], 40 * 50, "{churn:#}");
+    assert_eq!(churn["latency"]["count"], 40 * 50, "{churn:#}");
+    assert!(
+        churn["server_rss_end_bytes"].as_u64().unwrap() > 0,
+        "{churn:#}"
+    );
+    // The churning connections receive too, so the hub counts more than the stable ones.
+    assert!(
+        after - before >= deliveries as f64,
+        "hub_deliveries_total grew by {} but the stable subscribers received {deliveries}",
+        after - before
+    );
+}
+
+#[test]
+fn channels_report_personal_and_group_deliveries() {
+    let server = Server::start();
+    let (url, api, pid) = (server.ws_url(), server.api_url(), server.pid());
+    let before = server.metric("hub_deliveries_total");
+    let ch = json(&loadtest(&[
+        "channels",
+        "--url",
+        &url,
+        "--api-url",
+        &api,
+        "--api-key",
+        API_KEY,
+        "--secret",
+        SECRET,
+        "--connections",
+        "200",
+        "--group-rate",
+        "20",
+        "--personal-rate",
+        "20",
+        "--duration",
+        "2s",
+        "--settle",
+        "100ms",
+        "--json",
+        "--pid",
+        &pid,
+    ]));
+    let after = server.metric("hub_deliveries_total");
+    assert_eq!(ch["connected"], 200, "{ch:#}");
+    assert_eq!(ch["groups"], 20, "{ch:#}");
+    assert_eq!(ch["publications_scheduled"], 80, "{ch:#}");
+    assert_eq!(ch["publications_sent"], 80, "{ch:#}");
+    // 40 to groups of 10, 40 to personal channels of 1.
+    let deliveries = ch["deliveries"].as_u64().unwrap();
+    assert_eq!(deliveries, 40 * 10 + 40, "{ch:#}");
+    assert_eq!(ch["deliveries_expected"], deliveries, "{ch:#}");
+    assert_eq!(ch["latency"]["count"], deliveries, "{ch:#}");
+    assert!(
+        ch["deliveries_per_minute"].as_f64().unwrap() > 0.0,
+        "{ch:#}"
+    );
+    assert!(
+        ch["server_cpu_us_per_delivery"].as_f64().unwrap() > 0.0,
+        "{ch:#}"
+    );
+    assert!(
+        ch["server_rss_per_connection_bytes"].as_f64().is_some(),
+        "{ch:#}"
+    );
+    assert!(
+        after - before >= deliveries as f64,
+        "hub_deliveries_total grew by {} but the client received {deliveries}",
+        after - before
+    );
+}
+
+#[test]
+fn workers_source_addresses_and_several_urls_add_up() {
+    let server = Server::start();
+    let (url, api, pid) = (server.ws_url(), server.api_url(), server.pid());
+    // The same node twice stands for a cluster: connections alternate between the URLs.
+    let urls = format!("{url},{url}");
+    let report = server.dir.join("report");
+    let before = server.metric("hub_deliveries_total");
+    let ch = json(&loadtest(&[
+        "channels",
+        "--url",
+        &urls,
+        "--api-url",
+        &api,
+        "--api-key",
+        API_KEY,
+        "--secret",
+        SECRET,
+        "--connections",
+        "120",
+        "--workers",
+        "2",
+        "--source-addrs",
+        "127.0.0.1,127.0.0.2",
+        "--group-rate",
+        "20",
+        "--personal-rate",
+        "20",
+        "--duration",
+        "1s",
+        "--settle",
+        "0s",
+        "--report",
+        report.to_str().unwrap(),
+        "--json",
+        "--pid",
+        &pid,
+    ]));
+    let after = server.metric("hub_deliveries_total");
+    assert_eq!(ch["connected"], 120, "{ch:#}");
+    assert_eq!(ch["publications_sent"], 40, "{ch:#}");
+    let deliveries = ch["deliveries"].as_u64().unwrap();
+    assert_eq!(deliveries, 20 * 10 + 20, "{ch:#}");
+    assert_eq!(ch["deliveries_expected"], deliveries, "{ch:#}");
+    assert_eq!(ch["latency"]["count"], deliveries, "{ch:#}");
+    assert_eq!(ch["dropped"], serde_json::json!({}), "{ch:#}");
+    assert!(after - before >= deliveries as f64, "{ch:#}");
+    // The workers' per-second timelines merge into the report's table.
+    let md = std::fs::read_to_string(report.join("report.md")).unwrap();
+    assert!(md.contains("# loadtest channels"), "{md}");
+    let per_second: u64 = md
+        .lines()
+        .filter(|l| l.starts_with("| ") && !l.starts_with("| second"))
+        .map(|l| l.split('|').nth(2).unwrap().trim().parse::<u64>().unwrap())
+        .sum();
+    assert_eq!(per_second, deliveries, "{md}");
+    let svg = std::fs::read_to_string(report.join("latency.svg")).unwrap();
+    assert!(svg.contains("data-name=\"p99\"") && svg.ends_with("</svg>\n"));
+}
