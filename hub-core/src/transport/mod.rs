@@ -473,8 +473,9 @@ where
                     timer.as_mut().reset(deadline);
                 }
             }
+            // Unbiased: under a flood of deliveries the socket's reads (pongs, commands) still
+            // get their turn, and a chatty client does not starve its deliveries.
             tokio::select! {
-                biased;
                 _ = shared.notify.notified() => {
                     let (items, close, controls) = shared.take();
                     let mut stop = close;
