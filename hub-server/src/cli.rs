@@ -1,5 +1,6 @@
 //! The command line, shaped like Centrifugo's: `hub-server -c config.json` runs;
-//! `genconfig`, `gentoken`, `checkconfig` help set it up.
+//! `genconfig`, `gentoken`, `checkconfig` help set it up; `deadletters` lists and replays
+//! undelivered client `send` events.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -51,6 +52,21 @@ pub enum Command {
     },
     /// Check a config file and report problems and unknown keys.
     Checkconfig,
+    /// Client `send` events that client.proxy.send could not deliver (dead_letter.path).
+    Deadletters {
+        /// What to do with them.
+        #[command(subcommand)]
+        action: DeadLetterAction,
+    },
+}
+
+/// `deadletters` subcommands.
+#[derive(Debug, Clone, Copy, Subcommand)]
+pub enum DeadLetterAction {
+    /// Print the entries, one JSON object a line.
+    List,
+    /// Send each entry to client.proxy.send once; remove the delivered ones, keep failures.
+    Replay,
 }
 
 /// Environment variables as a map.
@@ -186,4 +202,63 @@ pub fn gentoken(config: &Config, user: &str, ttl: u64) -> Result<String, String>
         claims["exp"] = (now + ttl).into();
     }
     crate::auth::make_hs256(key, &claims)
+}
+
+/// `deadletters list`: the dead-letter entries, one JSON line each.
+pub fn deadletters_list(config: &Config) -> Result<String, String> {
+    let store = crate::dead_letter::DeadLetters::new(&config.dead_letter);
+    let lines = store.lines()?;
+    if lines.is_empty() {
+        return Ok(format!("no dead letters in {}", store.path().display()));
+    }
+    Ok(lines.join("\n"))
+}
+
+/// `deadletters replay`: sends each entry to `client.proxy.send` once (through its timeout
+/// and breaker), removes the delivered ones and keeps the others (attempts counted up, last
+/// error updated) and lines that do not parse. Entries the server appends meanwhile are
+/// kept.
+pub async fn deadletters_replay(config: &Config) -> Result<String, String> {
+    use crate::dead_letter::{now_ms, DeadLetters, Entry};
+    use crate::proxy::send::{attempt, SendEvent};
+
+    let Some(p) = config.client.proxy.send.active() else {
+        return Err("client.proxy.send is not enabled in the config".into());
+    };
+    let backend = crate::proxy::Backend::new(p)?;
+    let store = DeadLetters::new(&config.dead_letter);
+    let lines = store.lines()?;
+    let (mut delivered, mut kept) = (0usize, Vec::new());
+    for line in &lines {
+        let Ok(mut e) = serde_json::from_str::<Entry>(line) else {
+            kept.push(line.clone());
+            continue;
+        };
+        let Some(data) = e.payload() else {
+            kept.push(line.clone());
+            continue;
+        };
+        let event = SendEvent {
+            user: e.user.clone(),
+            client: e.client.clone(),
+            data,
+            timestamp_ms: e.timestamp_ms,
+        };
+        match attempt(&backend, &event, e.attempts.saturating_add(1)).await {
+            Ok(()) => delivered += 1,
+            Err(why) => {
+                e.attempts = e.attempts.saturating_add(1);
+                e.last_error = why;
+                e.failed_at_ms = now_ms();
+                kept.push(serde_json::to_string(&e).map_err(|e| e.to_string())?);
+            }
+        }
+    }
+    store.finish_replay(lines.len(), &kept)?;
+    Ok(format!(
+        "replayed {} dead letters from {}: {delivered} delivered, {} kept",
+        lines.len(),
+        store.path().display(),
+        kept.len()
+    ))
 }

@@ -35,6 +35,70 @@ pub struct Config {
     pub websocket: Websocket,
     /// Client RPC: which methods go to the RPC proxy.
     pub rpc: Rpc,
+    /// Where `send` events that could not be delivered to `client.proxy.send` are kept.
+    pub dead_letter: DeadLetter,
+}
+
+/// `dead_letter`: the local store of undeliverable `send` events (a JSON-lines file).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct DeadLetter {
+    /// The file (default `dead_letters.jsonl`; a relative path is taken from the config
+    /// file's folder, or the working directory without a config file).
+    pub path: String,
+    /// Most entries kept (default 10000, at least 1); past it the oldest are dropped (counted
+    /// by `hub_dead_letters_dropped_total` and logged).
+    pub max_entries: usize,
+}
+
+impl Default for DeadLetter {
+    fn default() -> Self {
+        DeadLetter {
+            path: "dead_letters.jsonl".into(),
+            max_entries: 10_000,
+        }
+    }
+}
+
+/// `client.proxy.send`: where client `send` messages go (fire and forget) and how delivery
+/// is retried. A hub extension: Centrifugo has no `send` proxy.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SendProxy {
+    /// Use the proxy (default false; without it a client `send` closes the connection
+    /// with 3508).
+    pub enabled: bool,
+    /// Where and how each attempt calls.
+    #[serde(flatten)]
+    pub proxy: ProxyEndpoint,
+    /// Attempts per event, the first included (default 5, at least 1).
+    pub max_attempts: u32,
+    /// Cap of the first backoff (default `100ms`); each retry waits a random time between 0
+    /// and `min(max_backoff, initial_backoff * 2^retry)` (full jitter).
+    #[serde(with = "serde_go")]
+    pub initial_backoff: Duration,
+    /// Largest backoff (default `5s`).
+    #[serde(with = "serde_go")]
+    pub max_backoff: Duration,
+}
+
+impl Default for SendProxy {
+    fn default() -> Self {
+        SendProxy {
+            enabled: false,
+            proxy: ProxyEndpoint::default(),
+            max_attempts: 5,
+            initial_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(5),
+        }
+    }
+}
+
+impl SendProxy {
+    /// The endpoint, when enabled.
+    pub fn active(&self) -> Option<&ProxyEndpoint> {
+        self.enabled.then_some(&self.proxy)
+    }
 }
 
 /// Where one proxy calls and how it protects itself (`channel.proxy.subscribe`, `rpc.proxy`,
@@ -101,6 +165,8 @@ pub struct ClientProxies {
     pub connect: SwitchedProxy,
     /// Decides connection refreshes.
     pub refresh: SwitchedProxy,
+    /// Receives client `send` messages (fire and forget, retried, dead-lettered).
+    pub send: SendProxy,
 }
 
 /// `channel.proxy`; namespaces switch each on with `*_proxy_enabled`.
@@ -697,7 +763,7 @@ pub fn load(path: Option<&Path>, env: &BTreeMap<String, String>) -> Result<Loade
     }
     apply_env(&mut value, env);
     let mut unknown_keys = Vec::new();
-    let config: Config =
+    let mut config: Config =
         serde_ignored::deserialize(value.clone(), |p| unknown_keys.push(p.to_string())).map_err(
             |e| match invalid_key(&value) {
                 Some(key) => format!("invalid config: {key}: {e}"),
@@ -705,10 +771,22 @@ pub fn load(path: Option<&Path>, env: &BTreeMap<String, String>) -> Result<Loade
             },
         )?;
     config.validate()?;
+    config.dead_letter.path = resolve_dead_letter_path(path, &config.dead_letter.path);
     Ok(Loaded {
         config,
         unknown_keys,
     })
+}
+
+/// A relative dead-letter path is taken from the config file's folder.
+fn resolve_dead_letter_path(config_file: Option<&Path>, p: &str) -> String {
+    let rel = Path::new(p);
+    match config_file.and_then(Path::parent) {
+        Some(dir) if rel.is_relative() && !dir.as_os_str().is_empty() => {
+            dir.join(rel).to_string_lossy().into_owned()
+        }
+        _ => p.to_string(),
+    }
 }
 
 impl Config {
@@ -782,6 +860,7 @@ impl Config {
         let endpoints = [
             ("client.proxy.connect", &self.client.proxy.connect.proxy),
             ("client.proxy.refresh", &self.client.proxy.refresh.proxy),
+            ("client.proxy.send", &self.client.proxy.send.proxy),
             ("channel.proxy.subscribe", &cp.subscribe),
             ("channel.proxy.publish", &cp.publish),
             ("channel.proxy.sub_refresh", &cp.sub_refresh),
@@ -805,6 +884,26 @@ impl Config {
             if p.enabled && !p.proxy.is_set() {
                 return Err(format!("{key}.enabled needs {key}.endpoint"));
             }
+        }
+        let send = &self.client.proxy.send;
+        if send.enabled {
+            if !send.proxy.is_set() {
+                return Err("client.proxy.send.enabled needs client.proxy.send.endpoint".into());
+            }
+            if send.max_attempts == 0 {
+                return Err("client.proxy.send.max_attempts must be at least 1".into());
+            }
+            if send.max_backoff < send.initial_backoff {
+                return Err(
+                    "client.proxy.send.max_backoff must not be below initial_backoff".into(),
+                );
+            }
+        }
+        if self.dead_letter.path.is_empty() {
+            return Err("dead_letter.path must not be empty".into());
+        }
+        if self.dead_letter.max_entries == 0 {
+            return Err("dead_letter.max_entries must be at least 1".into());
         }
         let namespaces = std::iter::once(("", &self.channel.without_namespace)).chain(
             self.channel
@@ -1062,5 +1161,60 @@ mod tests {
         assert!(e.contains("recovery needs history"), "{e}");
         let e = load_str("ini", "x", &[]).unwrap_err();
         assert!(e.contains("unknown config extension"), "{e}");
+    }
+
+    #[test]
+    fn the_send_proxy_and_dead_letter_store_are_configured_and_checked() {
+        let l = load_str(
+            "json",
+            r#"{"client": {"proxy": {"send": {"enabled": true, "endpoint": "grpc://127.0.0.1:12000",
+                 "max_attempts": 3, "initial_backoff": "50ms", "max_backoff": "1s"}}},
+                "dead_letter": {"max_entries": 7}}"#,
+            &[],
+        )
+        .unwrap();
+        assert!(l.unknown_keys.is_empty(), "{:?}", l.unknown_keys);
+        let send = &l.config.client.proxy.send;
+        assert_eq!(
+            send.active().map(|p| p.timeout),
+            Some(Duration::from_secs(1))
+        );
+        assert_eq!(send.max_attempts, 3);
+        assert_eq!(send.initial_backoff, Duration::from_millis(50));
+        assert_eq!(l.config.dead_letter.max_entries, 7);
+        // Relative to the config file's folder.
+        let dl = Path::new(&l.config.dead_letter.path);
+        assert_eq!(
+            dl.file_name().and_then(|f| f.to_str()),
+            Some("dead_letters.jsonl")
+        );
+        assert!(
+            l.config.dead_letter.path.contains("hubcfg-"),
+            "{}",
+            dl.display()
+        );
+        for (bad, why) in [
+            (
+                r#"{"client": {"proxy": {"send": {"enabled": true}}}}"#,
+                "needs client.proxy.send.endpoint",
+            ),
+            (
+                r#"{"client": {"proxy": {"send": {"enabled": true, "endpoint": "grpc://h:1", "max_attempts": 0}}}}"#,
+                "max_attempts",
+            ),
+            (
+                r#"{"client": {"proxy": {"send": {"enabled": true, "endpoint": "grpc://h:1", "max_backoff": "1ms"}}}}"#,
+                "max_backoff",
+            ),
+            (
+                r#"{"dead_letter": {"max_entries": 0}}"#,
+                "dead_letter.max_entries",
+            ),
+        ] {
+            let e = load_str("json", bad, &[]).unwrap_err();
+            assert!(e.contains(why), "{e}");
+        }
+        let none = load(None, &BTreeMap::new()).unwrap();
+        assert_eq!(none.config.dead_letter.path, "dead_letters.jsonl");
     }
 }

@@ -23,6 +23,8 @@ pub struct Rules {
     sub: Verifier,
     /// The configured proxies to backends.
     pub proxies: Proxies,
+    /// Delivers client `send` messages when `client.proxy.send` is enabled.
+    pub sender: Option<proxy::send::Sender>,
 }
 
 impl Rules {
@@ -35,11 +37,19 @@ impl Rules {
             Verifier::new(&config.client.token)?
         };
         let proxies = Proxies::new(&config)?;
+        let sender = proxies.send.clone().map(|backend| {
+            proxy::send::Sender::new(
+                backend,
+                proxy::send::Retry::from_config(&config.client.proxy.send),
+                Arc::new(crate::dead_letter::DeadLetters::new(&config.dead_letter)),
+            )
+        });
         Ok(Arc::new(Rules {
             config,
             conn,
             sub,
             proxies,
+            sender,
         }))
     }
 
@@ -561,6 +571,19 @@ impl Handler for ServerHandler {
             }
             _ => Err(Error::METHOD_NOT_FOUND.into()),
         }
+    }
+
+    async fn on_message(&self, client: &ClientContext, data: Bytes) -> Result<(), Reject> {
+        let Some(sender) = &self.0.sender else {
+            return Err(Disconnect::NOT_AVAILABLE.into());
+        };
+        sender.spawn(proxy::send::SendEvent {
+            user: client.user.clone(),
+            client: client.client_id.clone(),
+            data,
+            timestamp_ms: crate::dead_letter::now_ms(),
+        });
+        Ok(())
     }
 
     async fn on_refresh(

@@ -9,6 +9,7 @@ pub mod api;
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod dead_letter;
 pub mod duration;
 pub mod handler;
 pub mod metrics;

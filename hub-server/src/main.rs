@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use hub_server::cli::{self, Cli, Command};
+use hub_server::cli::{self, Cli, Command, DeadLetterAction};
 use hub_server::server;
 
 fn init_logging(level: &str, format: &str) {
@@ -63,6 +63,23 @@ fn main() -> ExitCode {
                     format!("HS256 token for user {user:?} ({exp}):\n{t}")
                 }
             }));
+        }
+        Some(Command::Deadletters { action }) => {
+            if cli.config.is_none() {
+                return finish(Err("deadletters needs -c <config file>".into()));
+            }
+            let config = match cli::load(&cli) {
+                Ok(l) => l.config,
+                Err(e) => return finish(Err(e)),
+            };
+            return finish(match action {
+                DeadLetterAction::List => cli::deadletters_list(&config),
+                DeadLetterAction::Replay => tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(|e| format!("cannot start runtime: {e}"))
+                    .and_then(|rt| rt.block_on(cli::deadletters_replay(&config))),
+            });
         }
         None => {}
     }

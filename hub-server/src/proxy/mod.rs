@@ -13,8 +13,12 @@
 //! or gRPC status error) answers the client with the temporary error 100, so SDKs retry with
 //! backoff. Metrics: `hub_proxy_calls_total{event,result}`, `hub_proxy_breaker_open{endpoint}`,
 //! `hub_proxy_call_duration_seconds{event}`.
+//!
+//! Client `send` messages are the exception: fire and forget, retried and dead-lettered
+//! ([`send`]).
 
 pub mod breaker;
+pub mod send;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -220,7 +224,7 @@ pub fn request<T>(msg: T, left: std::time::Duration) -> tonic::Request<T> {
 
 /// The configured proxies, one [`Backend`] per distinct endpoint (events that name the same
 /// endpoint share its breaker and bulkhead, with the settings of the first in the order
-/// connect, refresh, subscribe, publish, sub_refresh, rpc).
+/// connect, refresh, subscribe, publish, sub_refresh, rpc, send).
 #[derive(Debug, Default)]
 pub struct Proxies {
     /// `client.proxy.connect`, when enabled.
@@ -235,6 +239,8 @@ pub struct Proxies {
     pub sub_refresh: Option<Arc<Backend>>,
     /// `rpc.proxy`.
     pub rpc: Option<Arc<Backend>>,
+    /// `client.proxy.send`, when enabled.
+    pub send: Option<Arc<Backend>>,
 }
 
 impl Proxies {
@@ -263,6 +269,7 @@ impl Proxies {
             publish: get(Some(&cp.publish))?,
             sub_refresh: get(Some(&cp.sub_refresh))?,
             rpc: get(Some(&config.rpc.proxy))?,
+            send: get(config.client.proxy.send.active())?,
         })
     }
 }

@@ -1,8 +1,9 @@
-//! Generates the client from hub-server's `api.proto` (Centrifugo's definition), with protox:
-//! no `protoc` needed.
+//! Generates the gRPC client from hub-server's `proto/api.proto` (Centrifugo's `CentrifugoApi`
+//! definition) with protox, a protobuf compiler in pure Rust: no `protoc` needed, and no
+//! dependency on the hub-server crate.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let dir = "../../hub-server/proto";
+    let dir = "../hub-server/proto";
     println!("cargo:rerun-if-changed={dir}/api.proto");
     let fds = protox::compile(["api.proto"], [dir])?;
     tonic_prost_build::configure()
