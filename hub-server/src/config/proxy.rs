@@ -1,0 +1,208 @@
+//! The proxy and dead-letter sections: which backends receive which client events, and how.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::duration::serde_go;
+
+/// `dead_letter`: the local store of undeliverable `send` events (a JSON-lines file).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct DeadLetter {
+    /// The file (default `dead_letters.jsonl`; a relative path is taken from the config
+    /// file's folder, or the working directory without a config file).
+    pub path: String,
+    /// Most entries kept (default 10000, at least 1); past it the oldest are dropped (counted
+    /// by `hub_dead_letters_dropped_total` and logged).
+    pub max_entries: usize,
+}
+
+impl Default for DeadLetter {
+    fn default() -> Self {
+        DeadLetter {
+            path: "dead_letters.jsonl".into(),
+            max_entries: 10_000,
+        }
+    }
+}
+
+/// `client.proxy.send`: where client `send` messages go (fire and forget) and how delivery
+/// is retried. A hub extension: Centrifugo has no `send` proxy.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SendProxy {
+    /// Use the proxy (default false; without it a client `send` closes the connection
+    /// with 3508).
+    pub enabled: bool,
+    /// Where and how each attempt calls.
+    #[serde(flatten)]
+    pub proxy: ProxyEndpoint,
+    /// Attempts per event, the first included (default 5, at least 1).
+    pub max_attempts: u32,
+    /// Cap of the first backoff (default `100ms`); each retry waits a random time between 0
+    /// and `min(max_backoff, initial_backoff * 2^retry)` (full jitter).
+    #[serde(with = "serde_go")]
+    pub initial_backoff: Duration,
+    /// Largest backoff (default `5s`).
+    #[serde(with = "serde_go")]
+    pub max_backoff: Duration,
+}
+
+impl Default for SendProxy {
+    fn default() -> Self {
+        SendProxy {
+            enabled: false,
+            proxy: ProxyEndpoint::default(),
+            max_attempts: 5,
+            initial_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(5),
+        }
+    }
+}
+
+impl SendProxy {
+    /// The endpoint, when enabled.
+    pub fn active(&self) -> Option<&ProxyEndpoint> {
+        self.enabled.then_some(&self.proxy)
+    }
+}
+
+/// Where one proxy calls and how it protects itself (`channel.proxy.subscribe`, `rpc.proxy`,
+/// ...). An empty `endpoint` means no proxy.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ProxyEndpoint {
+    /// The backend: `grpc://host:port` (default "" = no proxy).
+    pub endpoint: String,
+    /// Time limit of one call, waiting for a free slot included (default `1s`).
+    #[serde(with = "serde_go")]
+    pub timeout: Duration,
+    /// Consecutive failures that open the endpoint's circuit breaker (default 5).
+    pub breaker_failures: u32,
+    /// How long an open breaker refuses calls before one trial call (default `5s`).
+    #[serde(with = "serde_go")]
+    pub breaker_cooldown: Duration,
+    /// Most calls in flight to the endpoint (default 64).
+    pub max_concurrency: usize,
+}
+
+impl Default for ProxyEndpoint {
+    fn default() -> Self {
+        ProxyEndpoint {
+            endpoint: String::new(),
+            timeout: Duration::from_secs(1),
+            breaker_failures: 5,
+            breaker_cooldown: Duration::from_secs(5),
+            max_concurrency: 64,
+        }
+    }
+}
+
+impl ProxyEndpoint {
+    /// Whether a backend is configured.
+    pub fn is_set(&self) -> bool {
+        !self.endpoint.is_empty()
+    }
+}
+
+/// A proxy switched on by `enabled` (`client.proxy.connect`, `client.proxy.refresh`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SwitchedProxy {
+    /// Use the proxy (default false).
+    pub enabled: bool,
+    /// Where and how.
+    #[serde(flatten)]
+    pub proxy: ProxyEndpoint,
+}
+
+impl SwitchedProxy {
+    /// The endpoint, when enabled.
+    pub fn active(&self) -> Option<&ProxyEndpoint> {
+        self.enabled.then_some(&self.proxy)
+    }
+}
+
+/// `client.proxy`
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ClientProxies {
+    /// Authenticates connections that come without a token.
+    pub connect: SwitchedProxy,
+    /// Decides connection refreshes.
+    pub refresh: SwitchedProxy,
+    /// Receives client `send` messages (fire and forget, retried, dead-lettered).
+    pub send: SendProxy,
+}
+
+/// `channel.proxy`; namespaces switch each on with `*_proxy_enabled`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ChannelProxies {
+    /// Decides subscriptions.
+    pub subscribe: ProxyEndpoint,
+    /// Decides (and may rewrite) client publications.
+    pub publish: ProxyEndpoint,
+    /// Decides subscription refreshes.
+    pub sub_refresh: ProxyEndpoint,
+}
+
+/// RPC options of a namespace (or of methods without namespace).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RpcOptions {
+    /// Send these methods to `rpc.proxy`.
+    pub proxy_enabled: bool,
+}
+
+/// A named RPC namespace: methods `name:...`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct RpcNamespace {
+    /// Namespace name.
+    pub name: String,
+    /// Its options.
+    #[serde(flatten)]
+    pub options: RpcOptions,
+}
+
+/// `rpc`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Rpc {
+    /// The RPC proxy.
+    pub proxy: ProxyEndpoint,
+    /// Options of methods without a namespace.
+    pub without_namespace: RpcOptions,
+    /// Namespaces.
+    pub namespaces: Vec<RpcNamespace>,
+    /// Separates namespace and method (default `:`).
+    pub namespace_boundary: String,
+}
+
+impl Default for Rpc {
+    fn default() -> Self {
+        Rpc {
+            proxy: ProxyEndpoint::default(),
+            without_namespace: RpcOptions::default(),
+            namespaces: Vec::new(),
+            namespace_boundary: ":".into(),
+        }
+    }
+}
+
+impl Rpc {
+    /// Whether a method goes to the RPC proxy.
+    pub fn proxied(&self, method: &str) -> bool {
+        if !self.proxy.is_set() {
+            return false;
+        }
+        match method.split_once(self.namespace_boundary.as_str()) {
+            Some((ns, _)) if !ns.is_empty() => self
+                .namespaces
+                .iter()
+                .any(|n| n.name == ns && n.options.proxy_enabled),
+            _ => self.without_namespace.proxy_enabled,
+        }
+    }
+}
