@@ -11,7 +11,7 @@ use std::time::Duration;
 use hub_server::api::grpc::proto;
 use hub_server::api::grpc::proto::centrifugo_api_client::CentrifugoApiClient;
 use serde_json::{json, Value};
-use support::{api, connected, next, reply, send, Next, Ws};
+use support::{api, connected, push, subscribe};
 use tonic::transport::Channel;
 use tonic::{Code, Request};
 
@@ -76,34 +76,6 @@ async fn http_ok(addr: SocketAddr, method: &str, body: Value) -> Value {
 
 fn json_of(b: &[u8]) -> Value {
     serde_json::from_slice(b).expect("payload bytes are JSON")
-}
-
-/// Subscribes a connected client to `channel` and waits for the reply.
-async fn subscribe(ws: &mut Ws, id: u64, channel: &str) {
-    send(
-        ws,
-        &json!({"id": id, "subscribe": {"channel": channel}}).to_string(),
-    )
-    .await;
-    let r = reply(ws, id).await;
-    assert!(r.get("error").is_none(), "subscribe {channel} failed: {r}");
-}
-
-/// Reads until a push of `kind` on `channel` arrives; returns the push body.
-async fn push(ws: &mut Ws, channel: &str, kind: &str) -> Value {
-    loop {
-        match next(ws).await {
-            Next::Json(v) => {
-                for m in v {
-                    let p = &m["push"];
-                    if p["channel"] == channel && p.get(kind).is_some() {
-                        return p[kind].clone();
-                    }
-                }
-            }
-            Next::Closed(c) => panic!("closed ({c:?}) while waiting for {kind} on {channel}"),
-        }
-    }
 }
 
 fn publish(channel: &str, data: &str) -> proto::PublishRequest {

@@ -6,8 +6,8 @@
 mod support;
 
 use hub_client::{ClientError, HubClient};
-use serde_json::{json, Value};
-use support::{connected, next, reply, send, Next, Ws};
+use serde_json::json;
+use support::{connected, push, subscribe};
 
 const GRPC_KEY: &str = "grpc-client-test-key";
 
@@ -20,33 +20,6 @@ async fn start() -> support::TestServer {
 
 fn addr(s: &support::TestServer) -> String {
     format!("http://{}", s.grpc_addr.expect("the gRPC API is enabled"))
-}
-
-async fn subscribe(ws: &mut Ws, id: u64, channel: &str) {
-    send(
-        ws,
-        &json!({"id": id, "subscribe": {"channel": channel}}).to_string(),
-    )
-    .await;
-    let r = reply(ws, id).await;
-    assert!(r.get("error").is_none(), "subscribe {channel} failed: {r}");
-}
-
-/// Reads until a push on `channel` carrying `kind` arrives; returns it.
-async fn push(ws: &mut Ws, channel: &str, kind: &str) -> Value {
-    loop {
-        match next(ws).await {
-            Next::Json(v) => {
-                for m in v {
-                    let p = &m["push"];
-                    if p["channel"] == channel && p.get(kind).is_some() {
-                        return p[kind].clone();
-                    }
-                }
-            }
-            Next::Closed(c) => panic!("closed ({c:?}) while waiting for {kind} on {channel}"),
-        }
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

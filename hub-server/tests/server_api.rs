@@ -8,42 +8,9 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use support::{api, connected, http, next, reply, send, Next, Ws, API_KEY};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-/// A raw request; returns status, lower-cased head and body (responses here are not chunked).
-async fn http_with_head(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &str,
-) -> (u16, String, String) {
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let mut req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    req.push_str("\r\n");
-    req.push_str(body);
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut buf = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut buf))
-        .await
-        .expect("http timeout")
-        .unwrap();
-    let text = String::from_utf8_lossy(&buf).to_string();
-    let status: u16 = text
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    (status, head.to_ascii_lowercase(), body.to_string())
-}
+use support::{
+    api, connected, http, http_with_head, next, push, reply, send, subscribe, Next, API_KEY,
+};
 
 /// POST `/api/<method>` with extra headers (and no key unless given); status and raw body.
 async fn post(addr: SocketAddr, path: &str, headers: &[(&str, &str)], body: &str) -> (u16, String) {
@@ -84,37 +51,6 @@ async fn err_code(addr: SocketAddr, method: &str, body: Value) -> u64 {
     v["error"]["code"]
         .as_u64()
         .unwrap_or_else(|| panic!("{method}: no error code in {v}"))
-}
-
-/// Subscribes a connected client to `channel` and waits for the reply.
-async fn subscribe(ws: &mut Ws, id: u64, channel: &str) -> Value {
-    send(
-        ws,
-        &json!({"id": id, "subscribe": {"channel": channel}}).to_string(),
-    )
-    .await;
-    let r = reply(ws, id).await;
-    assert!(r.get("error").is_none(), "subscribe {channel} failed: {r}");
-    r
-}
-
-/// Reads until a push of `kind` on `channel` arrives; returns the push body.
-async fn push(ws: &mut Ws, channel: &str, kind: &str) -> Value {
-    loop {
-        match next(ws).await {
-            Next::Json(v) => {
-                for m in v {
-                    let p = &m["push"];
-                    if p["channel"] == channel && p.get(kind).is_some() {
-                        return p[kind].clone();
-                    }
-                }
-            }
-            Next::Closed(c) => {
-                panic!("closed ({c:?}) while waiting for a {kind} push on {channel}")
-            }
-        }
-    }
 }
 
 /// Polls `presence_stats` until it reports `clients` connections (presence updates are async).

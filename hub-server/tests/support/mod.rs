@@ -130,6 +130,18 @@ pub async fn http(
     headers: &[(&str, &str)],
     body: &str,
 ) -> (u16, String) {
+    let (status, _, body) = http_with_head(addr, method, path, headers, body).await;
+    (status, body)
+}
+
+/// A raw HTTP/1.1 request; returns status, the lower-cased head and the (de-chunked) body.
+pub async fn http_with_head(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, String, String) {
     let mut s = TcpStream::connect(addr).await.unwrap();
     let mut req = format!(
         "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
@@ -153,15 +165,13 @@ pub async fn http(
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let body = if head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
+    let head = head.to_ascii_lowercase();
+    let body = if head.contains("transfer-encoding: chunked") {
         dechunk(body)
     } else {
         body.to_string()
     };
-    (status, body)
+    (status, head, body)
 }
 
 fn dechunk(mut s: &str) -> String {
@@ -281,4 +291,33 @@ pub async fn connected(addr: SocketAddr, user: &str) -> Ws {
 
 pub fn is_close(code: Option<u16>, expected: u16) -> bool {
     code == Some(expected) || code.map(CloseCode::from) == Some(CloseCode::from(expected))
+}
+
+/// Subscribes a connected client to `channel` and waits for the reply, which must succeed.
+pub async fn subscribe(ws: &mut Ws, id: u64, channel: &str) -> serde_json::Value {
+    send(
+        ws,
+        &serde_json::json!({"id": id, "subscribe": {"channel": channel}}).to_string(),
+    )
+    .await;
+    let r = reply(ws, id).await;
+    assert!(r.get("error").is_none(), "subscribe {channel} failed: {r}");
+    r
+}
+
+/// Reads until a push of `kind` on `channel` arrives; returns the push body.
+pub async fn push(ws: &mut Ws, channel: &str, kind: &str) -> serde_json::Value {
+    loop {
+        match next(ws).await {
+            Next::Json(v) => {
+                for m in v {
+                    let p = &m["push"];
+                    if p["channel"] == channel && p.get(kind).is_some() {
+                        return p[kind].clone();
+                    }
+                }
+            }
+            Next::Closed(c) => panic!("closed ({c:?}) while waiting for {kind} on {channel}"),
+        }
+    }
 }
