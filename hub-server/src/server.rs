@@ -30,6 +30,8 @@ pub struct App {
     pub config: Config,
     /// The server API executor (behind the HTTP routes and the gRPC service).
     pub executor: Executor,
+    /// The rules (auth, permissions, proxies) the node's handler applies.
+    pub rules: Arc<Rules>,
 }
 
 impl App {
@@ -80,6 +82,7 @@ pub async fn build(config: Config) -> Result<App, String> {
         router,
         config,
         executor,
+        rules,
     })
 }
 
@@ -128,6 +131,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let node = app.node.clone();
+    let rules = app.rules.clone();
     let window = app.config.shutdown.drain_window;
     let timeout = app.config.shutdown.timeout;
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -159,6 +163,13 @@ pub async fn serve(
     server.await?;
     // Upgraded connections are not tracked by the HTTP server: wait for the drain.
     let _ = tokio::time::timeout(timeout, drained.notified()).await;
+    // Client sends still waiting for their backend go to the dead-letter store.
+    if let Some(sender) = &rules.sender {
+        let n = sender.flush_pending();
+        if n > 0 {
+            tracing::warn!(events = n, "sends pending at shutdown were dead-lettered");
+        }
+    }
     tracing::info!("stopped");
     Ok(())
 }

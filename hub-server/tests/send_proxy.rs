@@ -217,3 +217,26 @@ fn the_deadletters_commands_read_the_file_next_to_the_config() {
     );
     assert_eq!(entries(&dl).len(), 1, "a failed replay keeps the file");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sends_still_retrying_at_shutdown_are_dead_lettered() {
+    let fake = Fake::failing(usize::MAX);
+    let dl = tmp_file("shutdown");
+    let mut cfg = config(&serve(fake.clone()).await, 50, &dl);
+    // Long enough backoffs that the event is still waiting when the hub stops.
+    cfg.client.proxy.send.initial_backoff = Duration::from_secs(30);
+    cfg.client.proxy.send.max_backoff = Duration::from_secs(30);
+    let s = support::start(cfg).await;
+    let mut ws = connected(s.addr, "carol").await;
+    send(&mut ws, r#"{"send":{"data":{"n":7}}}"#).await;
+    eventually("a first attempt", || fake.calls() >= 1).await;
+    drop(ws);
+    s.shutdown().await;
+    let e = entries(&dl);
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert_eq!(e[0]["user"], "carol");
+    assert!(
+        e[0].to_string().contains("shut down before delivery"),
+        "{e:?}"
+    );
+}

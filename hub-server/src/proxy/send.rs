@@ -12,7 +12,9 @@
 //! `delivered`, `dead_lettered`, or `lost` (the dead-letter store could not be written; logged
 //! as an error); `hub_proxy_send_retries_total` counts retries.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -112,6 +114,9 @@ pub struct Sender {
     backend: Arc<Backend>,
     retry: Retry,
     store: Arc<DeadLetters>,
+    /// Events whose delivery is still under way, so a shutdown can dead-letter them.
+    pending: Arc<Mutex<HashMap<u64, SendEvent>>>,
+    next_id: Arc<AtomicU64>,
 }
 
 impl Sender {
@@ -121,15 +126,56 @@ impl Sender {
             backend,
             retry,
             store,
+            pending: Arc::default(),
+            next_id: Arc::default(),
         }
     }
 
     /// Starts delivering `e` in a background task and returns at once.
     pub fn spawn(&self, e: SendEvent) {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        self.pending_map().insert(id, e.clone());
         let s = self.clone();
         tokio::spawn(async move {
             s.deliver(e).await;
+            s.pending_map().remove(&id);
         });
+    }
+
+    fn pending_map(&self) -> std::sync::MutexGuard<'_, HashMap<u64, SendEvent>> {
+        self.pending.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// At shutdown: writes every event still being delivered (waiting for a retry, or in
+    /// flight) to the dead-letter store, so none is dropped silently. An event whose delivery
+    /// completes during this call may be both delivered and dead-lettered (at least once).
+    /// Returns how many were written.
+    pub fn flush_pending(&self) -> usize {
+        let events: Vec<SendEvent> = self.pending_map().drain().map(|(_, e)| e).collect();
+        let mut written = 0;
+        for e in events {
+            let entry = Entry::new(
+                e.user.clone(),
+                e.client.clone(),
+                &e.data,
+                0,
+                "the hub shut down before delivery".to_string(),
+                e.timestamp_ms,
+            );
+            match self.store.append(&entry) {
+                Ok(()) => {
+                    metrics::counter!("hub_proxy_send_total", "result" => "dead_lettered")
+                        .increment(1);
+                    written += 1;
+                }
+                Err(why) => {
+                    tracing::error!(client = %e.client, user = %e.user, store_error = %why,
+                        "send pending at shutdown not dead-lettered: event lost");
+                    metrics::counter!("hub_proxy_send_total", "result" => "lost").increment(1);
+                }
+            }
+        }
+        written
     }
 
     /// Delivers `e` with retries; dead-letters it after the last attempt.
