@@ -8,14 +8,14 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::cli::ChannelsArgs;
-use crate::fanout::{self, Clock, LatencySink, PublishLog, Stream, CONTAMINATION_CORES};
-use crate::procfs::{self, CpuSnapshot, CpuUsage, Proc};
-use crate::stats::{self, LatencySummary, Timeline};
-use crate::workers::{self, ChannelSpec};
-use crate::Outcome;
+use crate::fanout::{self, PublishLog, Stream, CONTAMINATION_CORES};
+use crate::procfs::{CpuSnapshot, CpuUsage};
+use crate::stats::{self, LatencySummary};
+use crate::workers::ChannelSpec;
+use crate::{scenario, Outcome};
 
 /// The channels of connection `i`: its personal channel and its group's.
 pub(crate) fn channels_of(i: usize, group_size: usize) -> Vec<String> {
@@ -123,39 +123,25 @@ pub(crate) async fn run(
     }
     let n = usize::try_from(args.connections).map_err(|e| e.to_string())?;
     let group_size = usize::try_from(args.group_size).map_err(|e| e.to_string())?;
-    let server = c.pid.map(Proc::Pid);
-    let rss_before = match c.pid {
-        Some(p) => Some(Proc::Pid(p).rss().ok_or_else(|| procfs::unreadable(p))?),
-        None => None,
-    };
+    let rss_before = scenario::server_rss_before(c.pid)?;
     let api = fanout::api_client(&args.api, allow_remote).await?;
 
-    let clock = Clock::new();
-    let sink = Arc::new(LatencySink::new(
-        clock,
-        args.report.is_some().then(Timeline::default),
-    ));
-    let (mut held, opened) = workers::open(
+    let (clock, mut held, opened) = scenario::open_subscribers(
         c,
         allow_remote,
         args.connections,
         (u64::from(args.api.publish_connections), "--connections"),
         ChannelSpec::PersonalGroup { group_size },
-        sink,
+        args.output.report.is_some(),
         progress,
     )
     .await?;
     tokio::time::sleep(args.settle).await;
-    let rss_connected = match server {
-        Some(p) => procfs::settled_rss(p, Duration::from_millis(200), Duration::from_secs(3)).await,
-        None => None,
-    };
+    let rss_connected = scenario::settled_server_rss(c.pid).await;
 
     let cpu_before = CpuSnapshot::with_workers(c.pid, &held.pids());
     let log = Arc::new(PublishLog::new());
-    let start = Instant::now() + Duration::from_millis(100);
-    let start_us = clock.at_us(start);
-    held.set_origin(start_us);
+    let (start, start_us) = scenario::schedule_start(clock, &mut held);
     let groups = group_counts(&opened.connected_ids, group_size);
     let personal: Vec<bool> = opened.connected_ids.clone();
     debug_assert_eq!(personal.len(), n);
@@ -184,15 +170,15 @@ pub(crate) async fn run(
         &api,
         &log,
         streams,
-        args.size as usize,
+        args.publish.size as usize,
         start,
         start_us,
-        args.drain + args.api.publish_timeout,
+        args.publish.drain + args.api.publish_timeout,
     )
     .await?;
     let sent = log.ok.load(Ordering::Relaxed);
     let expected = log.expected.load(Ordering::Relaxed);
-    held.drain(expected, args.drain).await;
+    held.drain(expected, args.publish.drain).await;
     let cpu_after = CpuSnapshot::with_workers(c.pid, &held.pids());
     let received = held.stop().await;
     let ending = received.ending;
@@ -201,10 +187,7 @@ pub(crate) async fn run(
     let deliveries = received.deliveries;
     let last_us = received.last_us;
     let window = Duration::from_micros(last_us.saturating_sub(start_us));
-    let mut publish_failures = log.failures.lock().map(|f| f.clone()).unwrap_or_default();
-    if abandoned > 0 {
-        publish_failures.insert("abandoned at the end".into(), abandoned);
-    }
+    let mut publish_failures = scenario::publish_failures(&log, abandoned);
     if skipped > 0 {
         publish_failures.insert("skipped: backlog full".into(), skipped);
     }
@@ -212,13 +195,11 @@ pub(crate) async fn run(
     if let Some(w) = cpu.contamination_warning(CONTAMINATION_CORES) {
         warnings.push(w);
     }
-    if deliveries < expected {
-        warnings.push(format!(
-            "{} deliveries missing after waiting --drain {:?}",
-            expected - deliveries,
-            args.drain
-        ));
-    }
+    warnings.extend(scenario::missing_deliveries(
+        deliveries,
+        expected,
+        args.publish.drain,
+    ));
     let per_sec = stats::per_sec(deliveries, window);
     let report = ChannelsReport {
         scenario: "channels",
@@ -233,39 +214,34 @@ pub(crate) async fn run(
         groups: group_count as u64,
         group_rate_per_sec: args.group_rate,
         personal_rate_per_sec: args.personal_rate,
-        size_bytes: args.size,
+        size_bytes: args.publish.size,
         duration_secs: args.duration.as_secs_f64(),
         api_method: "publish",
         publications_scheduled: group_total + personal_total,
         publications_sent: sent,
         publish_failures,
-        publish_first_error: log.first_error.lock().ok().and_then(|f| f.clone()),
+        publish_first_error: scenario::publish_first_error(&log),
         deliveries,
         deliveries_expected: expected,
         deliveries_per_sec: per_sec,
         deliveries_per_minute: per_sec * 60.0,
         latency: LatencySummary::of(&received.latency),
         connect_latency: LatencySummary::of(&opened.latency),
-        server_cpu_us_per_delivery: cpu
-            .server_cpu_secs
-            .and_then(|s| stats::per_item(s * 1e6, deliveries)),
-        server_cores: cpu
-            .server_cpu_secs
-            .and_then(|s| procfs::cores(s, cpu.window_secs)),
-        client_cores: cpu
-            .client_cpu_secs
-            .and_then(|s| procfs::cores(s, cpu.window_secs)),
+        server_cpu_us_per_delivery: CpuUsage::us_per_delivery(cpu.server_cpu_secs, deliveries),
+        server_cores: cpu.server_cores(),
+        client_cores: cpu.client_cores(),
         other_cores: cpu.other_cores(),
         cpu,
         server_rss_before_bytes: rss_before,
         server_rss_connected_bytes: rss_connected,
-        server_rss_per_connection_bytes: match (rss_before, rss_connected) {
-            (Some(b), Some(a)) => stats::per_item(a as f64 - b as f64, opened.connected),
-            _ => None,
-        },
+        server_rss_per_connection_bytes: scenario::rss_per_connection(
+            rss_before,
+            rss_connected,
+            opened.connected,
+        ),
         warnings,
     };
-    if let Some(dir) = &args.report {
+    if let Some(dir) = &args.output.report {
         crate::report::write(
             dir,
             "channels",

@@ -13,13 +13,13 @@ use tokio::task::JoinSet;
 
 use crate::cli::ChurnArgs;
 use crate::conn::{self, ConnError, EndReason, Ignore};
-use crate::fanout::{self, Clock, LatencySink, PublishLog, Stream, CONTAMINATION_CORES};
+use crate::fanout::{self, PublishLog, Stream, CONTAMINATION_CORES};
 use crate::procfs::{self, CpuSnapshot, CpuUsage, Proc};
-use crate::stats::{self, LatencySummary, Timeline};
+use crate::stats::{self, LatencySummary};
 use crate::swarm;
 use crate::target::{self, WsTarget};
-use crate::workers::{self, ChannelSpec};
-use crate::{token, Outcome};
+use crate::workers::ChannelSpec;
+use crate::{scenario, token, Outcome};
 
 /// The most churning connections one run may open.
 const MAX_CHURN: f64 = 1_000_000.0;
@@ -153,14 +153,9 @@ pub(crate) async fn run(
     }
     let api = fanout::api_client(&args.api, allow_remote).await?;
 
-    let clock = Clock::new();
-    let sink = Arc::new(LatencySink::new(
-        clock,
-        args.report.is_some().then(Timeline::default),
-    ));
     let sources = Arc::new(c.source_addrs.clone());
     // The churning connections stay in this process, beside the publisher's.
-    let (mut held, opened) = workers::open(
+    let (clock, mut held, opened) = scenario::open_subscribers(
         c,
         allow_remote,
         args.stable,
@@ -169,16 +164,14 @@ pub(crate) async fn run(
             "--stable (plus the churning connections)",
         ),
         ChannelSpec::Fixed(args.channel.clone()),
-        sink,
+        args.output.report.is_some(),
         progress,
     )
     .await?;
 
     let cpu_before = CpuSnapshot::with_workers(c.pid, &held.pids());
     let log = Arc::new(PublishLog::new());
-    let start = Instant::now() + Duration::from_millis(100);
-    let start_us = clock.at_us(start);
-    held.set_origin(start_us);
+    let (start, start_us) = scenario::schedule_start(clock, &mut held);
     let json = serde_json::to_string(&args.channel).map_err(|e| e.to_string())?;
     let receivers = opened.connected;
     let streams = vec![Stream {
@@ -206,15 +199,15 @@ pub(crate) async fn run(
         &api,
         &log,
         streams,
-        args.size as usize,
+        args.publish.size as usize,
         start,
         start_us,
-        args.drain + args.api.publish_timeout,
+        args.publish.drain + args.api.publish_timeout,
     )
     .await?;
     let sent = log.ok.load(Ordering::Relaxed);
     let expected = log.expected.load(Ordering::Relaxed);
-    held.drain(expected, args.drain).await;
+    held.drain(expected, args.publish.drain).await;
     let churned = churner
         .await
         .map_err(|e| format!("the churn task failed: {e}"))?;
@@ -225,10 +218,7 @@ pub(crate) async fn run(
 
     let cpu = CpuUsage::between(&cpu_before, &cpu_after);
     let deliveries = received.deliveries;
-    let mut publish_failures = log.failures.lock().map(|f| f.clone()).unwrap_or_default();
-    if abandoned > 0 {
-        publish_failures.insert("abandoned at the end".into(), abandoned);
-    }
+    let mut publish_failures = scenario::publish_failures(&log, abandoned);
     if skipped > 0 {
         publish_failures.insert("skipped: backlog full".into(), skipped);
     }
@@ -236,13 +226,11 @@ pub(crate) async fn run(
     if let Some(w) = cpu.contamination_warning(CONTAMINATION_CORES) {
         warnings.push(w);
     }
-    if deliveries < expected {
-        warnings.push(format!(
-            "{} deliveries missing after waiting --drain {:?}",
-            expected - deliveries,
-            args.drain
-        ));
-    }
+    warnings.extend(scenario::missing_deliveries(
+        deliveries,
+        expected,
+        args.publish.drain,
+    ));
     let report = ChurnReport {
         scenario: "churn",
         url: c.url.clone(),
@@ -270,21 +258,15 @@ pub(crate) async fn run(
         deliveries,
         deliveries_expected: expected,
         latency: LatencySummary::of(&received.latency),
-        server_cpu_us_per_delivery: cpu
-            .server_cpu_secs
-            .and_then(|s| stats::per_item(s * 1e6, deliveries)),
-        server_cores: cpu
-            .server_cpu_secs
-            .and_then(|s| procfs::cores(s, cpu.window_secs)),
-        client_cores: cpu
-            .client_cpu_secs
-            .and_then(|s| procfs::cores(s, cpu.window_secs)),
+        server_cpu_us_per_delivery: CpuUsage::us_per_delivery(cpu.server_cpu_secs, deliveries),
+        server_cores: cpu.server_cores(),
+        client_cores: cpu.client_cores(),
         other_cores: cpu.other_cores(),
         cpu,
         server_rss_end_bytes: rss_end,
         warnings,
     };
-    if let Some(dir) = &args.report {
+    if let Some(dir) = &args.output.report {
         crate::report::write(dir, "churn", &report.human(), &received.timeline.seconds())?;
     }
     let complete = report.deliveries == report.deliveries_expected

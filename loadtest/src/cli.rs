@@ -66,6 +66,26 @@ pub(crate) struct ApiOpts {
     pub(crate) publish_timeout: Duration,
 }
 
+/// Options shared by the scenarios that publish.
+#[derive(Debug, Args)]
+pub(crate) struct PublishOpts {
+    /// Size of each publication's data in bytes (at least 64).
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(64..=1_000_000))]
+    pub(crate) size: u64,
+    /// After the last publication, wait at most this long for deliveries.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub(crate) drain: Duration,
+}
+
+/// Where the run's report goes.
+#[derive(Debug, Args)]
+pub(crate) struct ReportOpts {
+    /// Write report.md (summary, command line, machine, date) and SVG plots (latency
+    /// percentiles and deliveries per second) into this directory.
+    #[arg(long, value_name = "DIR")]
+    pub(crate) report: Option<std::path::PathBuf>,
+}
+
 /// `churn` options.
 #[derive(Debug, Args)]
 pub(crate) struct ChurnArgs {
@@ -91,19 +111,15 @@ pub(crate) struct ChurnArgs {
     /// Publications per second to the channel.
     #[arg(long, default_value_t = 10.0)]
     pub(crate) rate: f64,
-    /// Size of each publication's data in bytes (at least 64).
-    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(64..=1_000_000))]
-    pub(crate) size: u64,
     /// How long to publish and churn.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub(crate) duration: Duration,
-    /// After the last publication, wait at most this long for deliveries.
-    #[arg(long, default_value = "5s", value_parser = parse_duration)]
-    pub(crate) drain: Duration,
-    /// Write report.md (summary, command line, machine, date) and SVG plots (latency
-    /// percentiles and deliveries per second) into this directory.
-    #[arg(long, value_name = "DIR")]
-    pub(crate) report: Option<std::path::PathBuf>,
+    /// Publication options.
+    #[command(flatten)]
+    pub(crate) publish: PublishOpts,
+    /// Report options.
+    #[command(flatten)]
+    pub(crate) output: ReportOpts,
 }
 
 /// `channels` options.
@@ -127,22 +143,18 @@ pub(crate) struct ChannelsArgs {
     /// Publications per second to random personal channels (0: none).
     #[arg(long, default_value_t = 10.0)]
     pub(crate) personal_rate: f64,
-    /// Size of each publication's data in bytes (at least 64).
-    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(64..=1_000_000))]
-    pub(crate) size: u64,
     /// How long to publish.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub(crate) duration: Duration,
-    /// After the last publication, wait at most this long for deliveries.
-    #[arg(long, default_value = "5s", value_parser = parse_duration)]
-    pub(crate) drain: Duration,
+    /// Publication options.
+    #[command(flatten)]
+    pub(crate) publish: PublishOpts,
     /// Time to wait after the last connection before measuring the server's memory.
     #[arg(long, default_value = "500ms", value_parser = parse_duration)]
     pub(crate) settle: Duration,
-    /// Write report.md (summary, command line, machine, date) and SVG plots (latency
-    /// percentiles and deliveries per second) into this directory.
-    #[arg(long, value_name = "DIR")]
-    pub(crate) report: Option<std::path::PathBuf>,
+    /// Report options.
+    #[command(flatten)]
+    pub(crate) output: ReportOpts,
 }
 
 /// Options shared by the scenarios that open connections.
@@ -206,10 +218,9 @@ pub(crate) struct IdleArgs {
     /// Time to hold the connections open after measuring.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub(crate) hold: Duration,
-    /// Write report.md (summary, command line, machine, date) and SVG plots (latency
-    /// percentiles and deliveries per second) into this directory.
-    #[arg(long, value_name = "DIR")]
-    pub(crate) report: Option<std::path::PathBuf>,
+    /// Report options.
+    #[command(flatten)]
+    pub(crate) output: ReportOpts,
 }
 
 /// `fanout` options.
@@ -227,32 +238,18 @@ pub(crate) struct FanoutArgs {
     /// Publications per second, on a fixed schedule.
     #[arg(long, default_value_t = 10.0)]
     pub(crate) rate: f64,
-    /// Size of each publication's data in bytes (at least 64).
-    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(64..=1_000_000))]
-    pub(crate) size: u64,
     /// How long to publish.
     #[arg(long, default_value = "20s", value_parser = parse_duration)]
     pub(crate) duration: Duration,
-    /// After the last publication, wait at most this long for deliveries.
-    #[arg(long, default_value = "5s", value_parser = parse_duration)]
-    pub(crate) drain: Duration,
-    /// Base URL of the server API (the client posts to <api-url>/api/publish); of a
-    /// comma-separated list, the first is used.
-    #[arg(long, default_value = "http://127.0.0.1:8000")]
-    pub(crate) api_url: String,
-    /// Server API key (http_api.key), sent as X-API-Key.
-    #[arg(long)]
-    pub(crate) api_key: String,
-    /// Keep-alive HTTP connections for publishing, so that slow calls overlap.
-    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1000))]
-    pub(crate) publish_connections: u32,
-    /// Time limit for one publish call (counted once it has a connection).
-    #[arg(long, default_value = "10s", value_parser = parse_duration)]
-    pub(crate) publish_timeout: Duration,
-    /// Write report.md (summary, command line, machine, date) and SVG plots (latency
-    /// percentiles and deliveries per second) into this directory.
-    #[arg(long, value_name = "DIR")]
-    pub(crate) report: Option<std::path::PathBuf>,
+    /// Publication options.
+    #[command(flatten)]
+    pub(crate) publish: PublishOpts,
+    /// Server API options.
+    #[command(flatten)]
+    pub(crate) api: ApiOpts,
+    /// Report options.
+    #[command(flatten)]
+    pub(crate) output: ReportOpts,
 }
 
 /// The longest `--duration`, `--hold` and other times accepted.
@@ -354,7 +351,10 @@ mod tests {
         assert_eq!(a.connect.source_addrs.len(), 2);
         assert_eq!(a.connect.workers, Some(3));
         assert_eq!((a.group_size, a.personal_rate), (10, 0.0));
-        assert_eq!(a.report.as_deref(), Some(std::path::Path::new("out")));
+        assert_eq!(
+            a.output.report.as_deref(),
+            Some(std::path::Path::new("out"))
+        );
         let c = Cli::try_parse_from([
             "loadtest",
             "churn",

@@ -17,8 +17,8 @@ use crate::conn::PubSink;
 use crate::procfs::{self, CpuSnapshot, CpuUsage, Proc};
 use crate::publish::ApiClient;
 use crate::stats::{self, LatencySummary, Recorder, Timeline};
-use crate::workers::{self, ChannelSpec};
-use crate::{target, Outcome};
+use crate::workers::ChannelSpec;
+use crate::{scenario, target, Outcome};
 
 /// Publish calls waiting or in flight at most; past that, scheduled publications are
 /// skipped (and counted) rather than piling up without bound.
@@ -344,39 +344,21 @@ pub(crate) async fn run(
 ) -> Result<Outcome<FanoutReport>, String> {
     let c = &args.connect;
     let total = schedule_size(args.rate, args.duration)?;
-    let api_target = target::http(target::first_url(&args.api_url), allow_remote).await?;
     if let Some(p) = c.pid {
         if Proc::Pid(p).cpu_ns().is_none() || Proc::Pid(p).rss().is_none() {
             return Err(procfs::unreadable(p));
         }
     }
 
-    // The server API first: a wrong URL or key fails before any connection opens.
-    let api = Arc::new(ApiClient::new(
-        api_target,
-        args.api_key.clone(),
-        args.publish_connections as usize,
-        args.publish_timeout,
-    ));
-    api.call("info", b"{}").await.map_err(|e| {
-        format!(
-            "server API check (POST {}/api/info): {e}",
-            target::first_url(&args.api_url).trim_end_matches('/')
-        )
-    })?;
+    let api = api_client(&args.api, allow_remote).await?;
 
-    let clock = Clock::new();
-    let sink = Arc::new(LatencySink::new(
-        clock,
-        args.report.is_some().then(Timeline::default),
-    ));
-    let (mut held, opened) = workers::open(
+    let (clock, mut held, opened) = scenario::open_subscribers(
         c,
         allow_remote,
         args.subscribers,
-        (u64::from(args.publish_connections), "--subscribers"),
+        (u64::from(args.api.publish_connections), "--subscribers"),
         ChannelSpec::Fixed(args.channel.clone()),
-        sink,
+        args.output.report.is_some(),
         progress,
     )
     .await?;
@@ -384,49 +366,28 @@ pub(crate) async fn run(
     // The measurement window: from just before the first publication to the last delivery.
     let cpu_before = CpuSnapshot::with_workers(c.pid, &held.pids());
     let log = Arc::new(PublishLog::new());
-    // The first publication goes 100 ms after the last subscribe: long enough for the
-    // delayed ACKs of the subscribe replies (up to 40 ms on Linux) to pass, so that a server
-    // without TCP_NODELAY does not hold it back behind them and the figures show the steady
-    // state.
-    let start = Instant::now() + Duration::from_millis(100);
-    let start_us = clock.at_us(start);
-    held.set_origin(start_us);
-    let publisher = Publisher {
-        api: api.clone(),
-        log: log.clone(),
-        backlog: Arc::new(Semaphore::new(MAX_BACKLOG)),
-        route: {
-            let json = serde_json::to_string(&args.channel).map_err(|e| e.to_string())?;
-            let n = opened.connected;
-            Box::new(move |_| (json.clone(), n))
-        },
-        size: args.size as usize,
-        period_ns: 1e9 / args.rate,
+    let (start, start_us) = scenario::schedule_start(clock, &mut held);
+    let json = serde_json::to_string(&args.channel).map_err(|e| e.to_string())?;
+    let receivers = opened.connected;
+    let stream = Stream {
+        route: Box::new(move |_| (json.clone(), receivers)),
+        rate: args.rate,
         total,
+    };
+    // Calls still queued get at most the drain time plus one call's limit.
+    let (skipped, abandoned) = publish_streams(
+        &api,
+        &log,
+        vec![stream],
+        args.publish.size as usize,
         start,
         start_us,
-    };
-    let rt = tokio::runtime::Handle::current();
-    let (mut calls, skipped) = tokio::task::spawn_blocking(move || publisher.run(&rt))
-        .await
-        .map_err(|e| format!("the publisher failed: {e}"))?;
-    // Calls still queued get at most the drain time plus one call's limit.
-    let calls_deadline = tokio::time::Instant::now() + args.drain + args.publish_timeout;
-    let mut abandoned = 0u64;
-    loop {
-        match tokio::time::timeout_at(calls_deadline, calls.join_next()).await {
-            Ok(Some(_)) => {}
-            Ok(None) => break,
-            Err(_) => {
-                abandoned = calls.len() as u64;
-                calls.abort_all();
-                break;
-            }
-        }
-    }
+        args.publish.drain + args.api.publish_timeout,
+    )
+    .await?;
     let sent = log.ok.load(Ordering::Relaxed);
     let expected = sent * opened.connected;
-    held.drain(expected, args.drain).await;
+    held.drain(expected, args.publish.drain).await;
     let cpu_after = CpuSnapshot::with_workers(c.pid, &held.pids());
     let received = held.stop().await;
     let ending = received.ending;
@@ -435,10 +396,7 @@ pub(crate) async fn run(
     let last_us = received.last_us;
     let delivery_window = Duration::from_micros(last_us.saturating_sub(start_us));
     let cpu = CpuUsage::between(&cpu_before, &cpu_after);
-    let mut publish_failures = log.failures.lock().map(|f| f.clone()).unwrap_or_default();
-    if abandoned > 0 {
-        publish_failures.insert("abandoned at the end".into(), abandoned);
-    }
+    let publish_failures = scenario::publish_failures(&log, abandoned);
     let mut warnings = Vec::new();
     if let Some(w) = cpu.contamination_warning(CONTAMINATION_CORES) {
         warnings.push(w);
@@ -449,13 +407,11 @@ pub(crate) async fn run(
                 .into(),
         );
     }
-    if deliveries < expected {
-        warnings.push(format!(
-            "{} deliveries missing after waiting --drain {:?}",
-            expected - deliveries,
-            args.drain
-        ));
-    }
+    warnings.extend(scenario::missing_deliveries(
+        deliveries,
+        expected,
+        args.publish.drain,
+    ));
     if skipped > 0 {
         warnings.push(format!(
             "{skipped} publications skipped: over {MAX_BACKLOG} publish calls were waiting"
@@ -464,7 +420,7 @@ pub(crate) async fn run(
     let report = FanoutReport {
         scenario: "fanout",
         url: c.url.clone(),
-        api_url: args.api_url.clone(),
+        api_url: args.api.api_url.clone(),
         channel: args.channel.clone(),
         subscribers: args.subscribers,
         subscribers_connected: opened.connected,
@@ -474,13 +430,13 @@ pub(crate) async fn run(
         subscriber_first_error: opened.first_error.clone(),
         subscribers_dropped: ending.dropped,
         rate_per_sec: args.rate,
-        size_bytes: args.size,
+        size_bytes: args.publish.size,
         duration_secs: args.duration.as_secs_f64(),
         publications_scheduled: total,
         publications_sent: sent,
         publications_failed: publish_failures.values().sum(),
         publish_failures,
-        publish_first_error: log.first_error.lock().ok().and_then(|f| f.clone()),
+        publish_first_error: scenario::publish_first_error(&log),
         publications_skipped: skipped,
         publish_start_lag: LatencySummary::of(&log.start_lag.merged()),
         publish_call: LatencySummary::of(&log.call_time.merged()),
@@ -489,26 +445,19 @@ pub(crate) async fn run(
         foreign_publications: received.foreign,
         deliveries_per_sec: stats::per_sec(deliveries, delivery_window),
         latency: LatencySummary::of(&received.latency),
-        server_cpu_us_per_delivery: cpu
-            .server_cpu_secs
-            .and_then(|s| stats::per_item(s * 1e6, deliveries)),
-        server_user_us_per_delivery: cpu
-            .server_user_secs
-            .and_then(|s| stats::per_item(s * 1e6, deliveries)),
-        server_kernel_us_per_delivery: cpu
-            .server_kernel_secs
-            .and_then(|s| stats::per_item(s * 1e6, deliveries)),
-        server_cores: cpu
-            .server_cpu_secs
-            .and_then(|s| procfs::cores(s, cpu.window_secs)),
-        client_cores: cpu
-            .client_cpu_secs
-            .and_then(|s| procfs::cores(s, cpu.window_secs)),
+        server_cpu_us_per_delivery: CpuUsage::us_per_delivery(cpu.server_cpu_secs, deliveries),
+        server_user_us_per_delivery: CpuUsage::us_per_delivery(cpu.server_user_secs, deliveries),
+        server_kernel_us_per_delivery: CpuUsage::us_per_delivery(
+            cpu.server_kernel_secs,
+            deliveries,
+        ),
+        server_cores: cpu.server_cores(),
+        client_cores: cpu.client_cores(),
         other_cores: cpu.other_cores(),
         cpu,
         warnings,
     };
-    if let Some(dir) = &args.report {
+    if let Some(dir) = &args.output.report {
         crate::report::write(dir, "fanout", &report.human(), &received.timeline.seconds())?;
     }
     let complete = report.deliveries == report.deliveries_expected

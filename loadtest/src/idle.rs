@@ -2,15 +2,12 @@
 //! and, with `--pid`, the server's memory per connection (RSS) and the kernel's TCP memory.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
-use std::time::Duration;
 
 use crate::cli::IdleArgs;
-use crate::fanout::{Clock, LatencySink};
 use crate::procfs::{self, Proc, TcpSockstat};
 use crate::stats::{self, LatencySummary};
-use crate::workers::{self, ChannelSpec};
-use crate::Outcome;
+use crate::workers::ChannelSpec;
+use crate::{scenario, Outcome};
 
 /// The server's memory before and after.
 #[derive(Debug, serde::Serialize)]
@@ -93,17 +90,12 @@ pub(crate) async fn run(
     progress: bool,
 ) -> Result<Outcome<IdleReport>, String> {
     let c = &args.connect;
-    let server = c.pid.map(Proc::Pid);
-    let rss_before = match c.pid {
-        Some(p) => Some(Proc::Pid(p).rss().ok_or_else(|| procfs::unreadable(p))?),
-        None => None,
-    };
+    let rss_before = scenario::server_rss_before(c.pid)?;
     let sock_before = procfs::tcp_sockstat();
     let overflows_before = procfs::listen_overflows();
 
-    // Idle connections receive nothing; the sink only answers the type.
-    let sink = Arc::new(LatencySink::new(Clock::new(), None));
-    let (held, opened) = workers::open(
+    // Idle connections receive nothing: no timeline.
+    let (_, held, opened) = scenario::open_subscribers(
         c,
         allow_remote,
         args.connections,
@@ -112,7 +104,7 @@ pub(crate) async fn run(
             prefix: args.channel_prefix.clone(),
             per_conn: args.channels_per_conn,
         },
-        sink,
+        false,
         progress,
     )
     .await?;
@@ -122,10 +114,7 @@ pub(crate) async fn run(
     };
 
     tokio::time::sleep(args.settle).await;
-    let rss_after = match server {
-        Some(p) => procfs::settled_rss(p, Duration::from_millis(200), Duration::from_secs(3)).await,
-        None => None,
-    };
+    let rss_after = scenario::settled_server_rss(c.pid).await;
     let sock_after = procfs::tcp_sockstat();
     let client_rss = Proc::OwnProcess.rss();
 
@@ -177,7 +166,7 @@ pub(crate) async fn run(
         },
         client_rss_bytes: client_rss,
     };
-    if let Some(dir) = &args.report {
+    if let Some(dir) = &args.output.report {
         crate::report::write(dir, "idle", &report.human(), &[])?;
     }
     let complete = report.connected == report.connections && report.dropped.is_empty();

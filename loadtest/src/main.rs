@@ -29,6 +29,7 @@ mod idle;
 mod procfs;
 mod publish;
 mod report;
+mod scenario;
 mod stats;
 mod swarm;
 mod target;

@@ -297,6 +297,21 @@ impl CpuUsage {
         }
     }
 
+    /// Average server cores busy during the window (with a pid).
+    pub(crate) fn server_cores(&self) -> Option<f64> {
+        cores(self.server_cpu_secs?, self.window_secs)
+    }
+
+    /// Average cores busy in this client during the window.
+    pub(crate) fn client_cores(&self) -> Option<f64> {
+        cores(self.client_cpu_secs?, self.window_secs)
+    }
+
+    /// CPU seconds `secs` (one of the server's figures) spread over `deliveries`, in µs.
+    pub(crate) fn us_per_delivery(secs: Option<f64>, deliveries: u64) -> Option<f64> {
+        crate::stats::per_item(secs? * 1e6, deliveries)
+    }
+
     /// Average cores used by other processes during the window.
     pub(crate) fn other_cores(&self) -> Option<f64> {
         cores(self.other_cpu_secs?, self.window_secs)

@@ -123,6 +123,37 @@ impl Server {
         self.child.id().to_string()
     }
 
+    /// The command line of `scenario` against this server: `--url` (unless `extra` has its
+    /// own) and `--secret`, for the scenarios that publish `--api-url` and `--api-key`, then
+    /// `extra`.
+    fn command(&self, scenario: &str, extra: &[&str]) -> Vec<String> {
+        let mut args = vec![scenario.to_owned()];
+        if !extra.contains(&"--url") {
+            args.extend(["--url".to_owned(), self.ws_url()]);
+        }
+        if scenario != "idle" {
+            args.extend(["--api-url".to_owned(), self.api_url()]);
+            args.extend(["--api-key".to_owned(), API_KEY.to_owned()]);
+        }
+        args.extend(["--secret".to_owned(), SECRET.to_owned()]);
+        args.extend(extra.iter().map(|&a| a.to_owned()));
+        args
+    }
+
+    /// Runs [`Server::command`] with `--json --pid <server>`; returns the JSON report.
+    fn run_json(&self, scenario: &str, extra: &[&str]) -> serde_json::Value {
+        let mut args = self.command(scenario, extra);
+        args.extend(["--json".to_owned(), "--pid".to_owned(), self.pid()]);
+        json(&loadtest(&args))
+    }
+
+    /// [`Server::run_json`], also returning how much `hub_deliveries_total` grew meanwhile.
+    fn run_counting(&self, scenario: &str, extra: &[&str]) -> (serde_json::Value, f64) {
+        let before = self.metric("hub_deliveries_total");
+        let report = self.run_json(scenario, extra);
+        (report, self.metric("hub_deliveries_total") - before)
+    }
+
     /// A counter from `GET /metrics`.
     fn metric(&self, name: &str) -> f64 {
         let mut s = TcpStream::connect(("127.0.0.1", self.port)).expect("connect for /metrics");
@@ -151,7 +182,8 @@ impl Drop for Server {
     }
 }
 
-fn loadtest(args: &[&str]) -> Output {
+/// Runs the `loadtest` binary with `args`.
+fn loadtest<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_loadtest"))
         .args(args)
         .stdin(Stdio::null())
@@ -159,6 +191,7 @@ fn loadtest(args: &[&str]) -> Output {
         .expect("run loadtest")
 }
 
+/// Exit status and output of a run, for failure messages.
 fn describe(o: &Output) -> String {
     format!(
         "status {:?}\nstdout: {}\nstderr: {}",
@@ -168,44 +201,47 @@ fn describe(o: &Output) -> String {
     )
 }
 
+/// The JSON report of a successful run.
 fn json(o: &Output) -> serde_json::Value {
     assert!(o.status.success(), "{}", describe(o));
     serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}", describe(o)))
 }
 
+/// The message of a run that could not run (exit status 1).
 fn stderr_of(o: &Output) -> String {
     assert_eq!(o.status.code(), Some(1), "{}", describe(o));
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
+/// `report[key]` is a number above 0.
+fn assert_positive(report: &serde_json::Value, key: &str) {
+    assert!(report[key].as_f64().unwrap() > 0.0, "{key}: {report:#}");
+}
+
+/// Every one of `deliveries` was expected and has a latency, and the hub counted at least
+/// as many (`hub_grew`: growth of `hub_deliveries_total`).
+fn assert_all_delivered(report: &serde_json::Value, deliveries: u64, hub_grew: f64) {
+    assert_eq!(report["deliveries"], deliveries, "{report:#}");
+    assert_eq!(report["deliveries_expected"], deliveries, "{report:#}");
+    assert_eq!(report["latency"]["count"], deliveries, "{report:#}");
+    assert!(
+        hub_grew >= deliveries as f64,
+        "hub_deliveries_total grew by {hub_grew} but the client received {deliveries}"
+    );
+}
+
 #[test]
 fn idle_and_fanout_report_consistent_counts() {
     let server = Server::start();
-    let (url, api, pid) = (server.ws_url(), server.api_url(), server.pid());
 
-    let idle = json(&loadtest(&[
+    let idle = server.run_json(
         "idle",
-        "--url",
-        &url,
-        "--connections",
-        "200",
-        "--secret",
-        SECRET,
-        "--hold",
-        "1s",
-        "--settle",
-        "200ms",
-        "--json",
-        "--pid",
-        &pid,
-    ]));
+        &["--connections", "200", "--hold", "1s", "--settle", "200ms"],
+    );
     assert_eq!(idle["connected"], 200, "{idle:#}");
     assert_eq!(idle["compression"], false, "{idle:#}");
     assert_eq!(idle["failed"], 0, "{idle:#}");
-    assert!(
-        idle["connect_rate_per_sec"].as_f64().unwrap() > 0.0,
-        "{idle:#}"
-    );
+    assert_positive(&idle, "connect_rate_per_sec");
     assert!(
         idle["server"]["rss_after_bytes"].as_u64().unwrap() > 0,
         "{idle:#}"
@@ -215,50 +251,21 @@ fn idle_and_fanout_report_consistent_counts() {
         "{idle:#}"
     );
 
-    let before = server.metric("hub_deliveries_total");
-    let fanout = json(&loadtest(&[
+    let (fanout, hub_grew) = server.run_counting(
         "fanout",
-        "--url",
-        &url,
-        "--api-url",
-        &api,
-        "--api-key",
-        API_KEY,
-        "--secret",
-        SECRET,
-        "--subscribers",
-        "100",
-        "--rate",
-        "20",
-        "--duration",
-        "3s",
-        "--json",
-        "--pid",
-        &pid,
-    ]));
-    let after = server.metric("hub_deliveries_total");
+        &["--subscribers", "100", "--rate", "20", "--duration", "3s"],
+    );
     assert_eq!(fanout["subscribers_connected"], 100, "{fanout:#}");
     assert_eq!(fanout["compression"], false, "{fanout:#}");
     assert_eq!(fanout["compressed_messages"], 0, "{fanout:#}");
     assert_eq!(fanout["publications_scheduled"], 60, "{fanout:#}");
     assert_eq!(fanout["publications_sent"], 60, "{fanout:#}");
-    let deliveries = fanout["deliveries"].as_u64().unwrap();
-    assert_eq!(deliveries, 60 * 100, "{fanout:#}");
-    assert_eq!(fanout["deliveries_expected"], 60 * 100, "{fanout:#}");
-    assert_eq!(fanout["latency"]["count"], 60 * 100, "{fanout:#}");
+    assert_all_delivered(&fanout, 60 * 100, hub_grew);
     assert!(
         fanout["latency"]["max_ms"].as_f64().unwrap() > 0.0,
         "{fanout:#}"
     );
-    assert!(
-        fanout["server_cpu_us_per_delivery"].as_f64().unwrap() > 0.0,
-        "{fanout:#}"
-    );
-    assert!(
-        after - before >= deliveries as f64,
-        "hub_deliveries_total grew by {} but the client received {deliveries}",
-        after - before
-    );
+    assert_positive(&fanout, "server_cpu_us_per_delivery");
 }
 
 #[test]
@@ -266,30 +273,20 @@ fn fanout_with_compression_inflates_every_delivery() {
     let server = Server::start_with(serde_json::json!({
         "websocket": {"compression": true, "compression_min_size": 0, "compression_level": 1}
     }));
-    let (url, api, pid) = (server.ws_url(), server.api_url(), server.pid());
-    let fanout = json(&loadtest(&[
+    let fanout = server.run_json(
         "fanout",
-        "--url",
-        &url,
-        "--api-url",
-        &api,
-        "--api-key",
-        API_KEY,
-        "--secret",
-        SECRET,
-        "--subscribers",
-        "50",
-        "--rate",
-        "20",
-        "--size",
-        "500",
-        "--duration",
-        "2s",
-        "--compression",
-        "--json",
-        "--pid",
-        &pid,
-    ]));
+        &[
+            "--subscribers",
+            "50",
+            "--rate",
+            "20",
+            "--size",
+            "500",
+            "--duration",
+            "2s",
+            "--compression",
+        ],
+    );
     assert_eq!(fanout["compression"], true, "{fanout:#}");
     assert_eq!(fanout["subscribers_connected"], 50, "{fanout:#}");
     assert_eq!(fanout["publications_sent"], 40, "{fanout:#}");
@@ -307,26 +304,21 @@ fn fanout_with_compression_inflates_every_delivery() {
     assert!(total > 0.0 && user >= 0.0 && kernel >= 0.0, "{fanout:#}");
 
     // The human summary says so too.
-    let o = loadtest(&[
+    let pid = server.pid();
+    let o = loadtest(&server.command(
         "fanout",
-        "--url",
-        &url,
-        "--api-url",
-        &api,
-        "--api-key",
-        API_KEY,
-        "--secret",
-        SECRET,
-        "--subscribers",
-        "5",
-        "--rate",
-        "10",
-        "--duration",
-        "500ms",
-        "--compression",
-        "--pid",
-        &pid,
-    ]);
+        &[
+            "--subscribers",
+            "5",
+            "--rate",
+            "10",
+            "--duration",
+            "500ms",
+            "--compression",
+            "--pid",
+            &pid,
+        ],
+    ));
     assert!(o.status.success(), "{}", describe(&o));
     let text = String::from_utf8_lossy(&o.stdout);
     assert!(text.contains("permessage-deflate negotiated"), "{text}");
@@ -336,20 +328,18 @@ fn fanout_with_compression_inflates_every_delivery() {
     );
 
     // Without --compression the same server sends plain frames.
-    let idle = json(&loadtest(&[
+    let idle = json(&loadtest(&server.command(
         "idle",
-        "--url",
-        &url,
-        "--connections",
-        "5",
-        "--secret",
-        SECRET,
-        "--hold",
-        "0s",
-        "--settle",
-        "0s",
-        "--json",
-    ]));
+        &[
+            "--connections",
+            "5",
+            "--hold",
+            "0s",
+            "--settle",
+            "0s",
+            "--json",
+        ],
+    )));
     assert_eq!(idle["connected"], 5, "{idle:#}");
     assert_eq!(idle["compression"], false, "{idle:#}");
 }
@@ -374,18 +364,10 @@ fn mistakes_are_explained() {
     assert!(e.contains("token rejected: check --secret"), "{e}");
 
     // --compression against a server without it: the missing header is named.
-    let o = loadtest(&[
+    let o = loadtest(&server.command(
         "idle",
-        "--url",
-        &url,
-        "--connections",
-        "3",
-        "--secret",
-        SECRET,
-        "--hold",
-        "0s",
-        "--compression",
-    ]);
+        &["--connections", "3", "--hold", "0s", "--compression"],
+    ));
     let e = stderr_of(&o);
     assert!(
         e.contains("--compression") && e.contains("no Sec-WebSocket-Extensions header"),
@@ -455,160 +437,101 @@ fn preflight_checks_send_no_traffic() {
 #[test]
 fn churn_reports_connects_and_stable_deliveries() {
     let server = Server::start();
-    let (url, api, pid) = (server.ws_url(), server.api_url(), server.pid());
-    let before = server.metric("hub_deliveries_total");
-    let churn = json(&loadtest(&[
+    let (churn, hub_grew) = server.run_counting(
         "churn",
-        "--url",
-        &url,
-        "--api-url",
-        &api,
-        "--api-key",
-        API_KEY,
-        "--secret",
-        SECRET,
-        "--stable",
-        "50",
-        "--churn",
-        "20",
-        "--lifetime",
-        "1s",
-        "--rate",
-        "20",
-        "--duration",
-        "2s",
-        "--json",
-        "--pid",
-        &pid,
-    ]));
-    let after = server.metric("hub_deliveries_total");
+        &[
+            "--stable",
+            "50",
+            "--churn",
+            "20",
+            "--lifetime",
+            "1s",
+            "--rate",
+            "20",
+            "--duration",
+            "2s",
+        ],
+    );
     assert_eq!(churn["stable_connected"], 50, "{churn:#}");
     assert_eq!(churn["churn_attempted"], 40, "{churn:#}");
     assert_eq!(churn["churn_connected"], 40, "{churn:#}");
     assert_eq!(churn["churn_failed"], 0, "{churn:#}");
     assert_eq!(churn["connect_latency"]["count"], 40, "{churn:#}");
     assert_eq!(churn["publications_sent"], 40, "{churn:#}");
-    let deliveries = churn["deliveries"].as_u64().unwrap();
-    assert_eq!(deliveries, 40 * 50, "{churn:#}");
-    assert_eq!(churn["deliveries_expected"], 40 * 50, "{churn:#}");
-    assert_eq!(churn["latency"]["count"], 40 * 50, "{churn:#}");
+    // The churning connections receive too, so the hub counts more than the stable ones.
+    assert_all_delivered(&churn, 40 * 50, hub_grew);
     assert!(
         churn["server_rss_end_bytes"].as_u64().unwrap() > 0,
         "{churn:#}"
-    );
-    // The churning connections receive too, so the hub counts more than the stable ones.
-    assert!(
-        after - before >= deliveries as f64,
-        "hub_deliveries_total grew by {} but the stable subscribers received {deliveries}",
-        after - before
     );
 }
 
 #[test]
 fn channels_report_personal_and_group_deliveries() {
     let server = Server::start();
-    let (url, api, pid) = (server.ws_url(), server.api_url(), server.pid());
-    let before = server.metric("hub_deliveries_total");
-    let ch = json(&loadtest(&[
+    let (ch, hub_grew) = server.run_counting(
         "channels",
-        "--url",
-        &url,
-        "--api-url",
-        &api,
-        "--api-key",
-        API_KEY,
-        "--secret",
-        SECRET,
-        "--connections",
-        "200",
-        "--group-rate",
-        "20",
-        "--personal-rate",
-        "20",
-        "--duration",
-        "2s",
-        "--settle",
-        "100ms",
-        "--json",
-        "--pid",
-        &pid,
-    ]));
-    let after = server.metric("hub_deliveries_total");
+        &[
+            "--connections",
+            "200",
+            "--group-rate",
+            "20",
+            "--personal-rate",
+            "20",
+            "--duration",
+            "2s",
+            "--settle",
+            "100ms",
+        ],
+    );
     assert_eq!(ch["connected"], 200, "{ch:#}");
     assert_eq!(ch["groups"], 20, "{ch:#}");
     assert_eq!(ch["publications_scheduled"], 80, "{ch:#}");
     assert_eq!(ch["publications_sent"], 80, "{ch:#}");
     // 40 to groups of 10, 40 to personal channels of 1.
-    let deliveries = ch["deliveries"].as_u64().unwrap();
-    assert_eq!(deliveries, 40 * 10 + 40, "{ch:#}");
-    assert_eq!(ch["deliveries_expected"], deliveries, "{ch:#}");
-    assert_eq!(ch["latency"]["count"], deliveries, "{ch:#}");
-    assert!(
-        ch["deliveries_per_minute"].as_f64().unwrap() > 0.0,
-        "{ch:#}"
-    );
-    assert!(
-        ch["server_cpu_us_per_delivery"].as_f64().unwrap() > 0.0,
-        "{ch:#}"
-    );
+    assert_all_delivered(&ch, 40 * 10 + 40, hub_grew);
+    assert_positive(&ch, "deliveries_per_minute");
+    assert_positive(&ch, "server_cpu_us_per_delivery");
     assert!(
         ch["server_rss_per_connection_bytes"].as_f64().is_some(),
         "{ch:#}"
-    );
-    assert!(
-        after - before >= deliveries as f64,
-        "hub_deliveries_total grew by {} but the client received {deliveries}",
-        after - before
     );
 }
 
 #[test]
 fn workers_source_addresses_and_several_urls_add_up() {
     let server = Server::start();
-    let (url, api, pid) = (server.ws_url(), server.api_url(), server.pid());
     // The same node twice stands for a cluster: connections alternate between the URLs.
-    let urls = format!("{url},{url}");
+    let urls = format!("{0},{0}", server.ws_url());
     let report = server.dir.join("report");
-    let before = server.metric("hub_deliveries_total");
-    let ch = json(&loadtest(&[
+    let (ch, hub_grew) = server.run_counting(
         "channels",
-        "--url",
-        &urls,
-        "--api-url",
-        &api,
-        "--api-key",
-        API_KEY,
-        "--secret",
-        SECRET,
-        "--connections",
-        "120",
-        "--workers",
-        "2",
-        "--source-addrs",
-        "127.0.0.1,127.0.0.2",
-        "--group-rate",
-        "20",
-        "--personal-rate",
-        "20",
-        "--duration",
-        "1s",
-        "--settle",
-        "0s",
-        "--report",
-        report.to_str().unwrap(),
-        "--json",
-        "--pid",
-        &pid,
-    ]));
-    let after = server.metric("hub_deliveries_total");
+        &[
+            "--url",
+            &urls,
+            "--connections",
+            "120",
+            "--workers",
+            "2",
+            "--source-addrs",
+            "127.0.0.1,127.0.0.2",
+            "--group-rate",
+            "20",
+            "--personal-rate",
+            "20",
+            "--duration",
+            "1s",
+            "--settle",
+            "0s",
+            "--report",
+            report.to_str().unwrap(),
+        ],
+    );
     assert_eq!(ch["connected"], 120, "{ch:#}");
     assert_eq!(ch["publications_sent"], 40, "{ch:#}");
-    let deliveries = ch["deliveries"].as_u64().unwrap();
-    assert_eq!(deliveries, 20 * 10 + 20, "{ch:#}");
-    assert_eq!(ch["deliveries_expected"], deliveries, "{ch:#}");
-    assert_eq!(ch["latency"]["count"], deliveries, "{ch:#}");
+    let deliveries = 20 * 10 + 20;
+    assert_all_delivered(&ch, deliveries, hub_grew);
     assert_eq!(ch["dropped"], serde_json::json!({}), "{ch:#}");
-    assert!(after - before >= deliveries as f64, "{ch:#}");
     // The workers' per-second timelines merge into the report's table.
     let md = std::fs::read_to_string(report.join("report.md")).unwrap();
     assert!(md.contains("# loadtest channels"), "{md}");
