@@ -103,6 +103,10 @@ pub(crate) struct Client {
     ctx: ClientContext,
     opened: Instant,
     expires: Option<Instant>,
+    /// The server renews the connection at `expires` (the handler's `on_server_refresh`).
+    server_refresh: bool,
+    /// When to ask the handler next (the expiry, or a retry after a failed refresh).
+    next_server_refresh: Option<Instant>,
     channels: Channels,
     next_ping: Option<Instant>,
     pong_deadline: Option<Instant>,
@@ -111,6 +115,9 @@ pub(crate) struct Client {
 }
 
 type CmdResult = Result<(), Disconnect>;
+
+/// Wait before asking the handler again after a failed server-side refresh.
+const SERVER_REFRESH_RETRY: Duration = Duration::from_secs(3);
 
 /// Converts a unix expiry into an instant and a TTL in seconds.
 fn expiry(expire_at: Option<u64>) -> (Option<Instant>, u32) {
@@ -146,6 +153,8 @@ impl Client {
             ctx,
             opened: Instant::now(),
             expires: None,
+            server_refresh: false,
+            next_server_refresh: None,
             channels: Channels::default(),
             next_ping: None,
             pong_deadline: None,
@@ -314,6 +323,8 @@ impl Client {
             return Err(Disconnect::CONNECTION_LIMIT);
         }
         self.expires = expires;
+        self.server_refresh = creds.server_side_refresh && expires.is_some();
+        self.next_server_refresh = expires.filter(|_| self.server_refresh);
         self.ctx.user = creds.user;
         self.ctx.info = creds.info;
         self.status = Status::Connected;
@@ -355,8 +366,9 @@ impl Client {
             ReplyBody::Connect(ConnectResult {
                 client: self.ctx.client_id.clone(),
                 version: cfg.version.clone(),
-                expires: expires.is_some(),
-                ttl,
+                // With server-side refresh the client is not asked to bring a new token.
+                expires: expires.is_some() && !self.server_refresh,
+                ttl: if self.server_refresh { 0 } else { ttl },
                 data: creds.data,
                 subs,
                 ping: cfg.ping_interval.as_secs() as u32,
@@ -850,12 +862,37 @@ impl Client {
                 consider(self.pong_deadline);
                 consider(self.next_presence);
                 consider(self.expires.map(|e| e + cfg.expired_close_delay));
+                consider(self.next_server_refresh);
                 for st in self.channels.values() {
                     consider(st.expires.map(|e| e + cfg.expired_close_delay));
                 }
             }
         }
         d
+    }
+
+    /// The connection's expiry came and the server renews it: ask the handler.
+    async fn refresh_on_server(&mut self, now: Instant) -> CmdResult {
+        match self.node.inner.handler.on_server_refresh(&self.ctx).await {
+            Ok(d) => {
+                if d.expire_at.is_some_and(|at| at <= unix_now()) {
+                    return Err(Disconnect::EXPIRED);
+                }
+                if let Some(info) = d.info {
+                    self.ctx.info = info;
+                }
+                self.expires = expiry(d.expire_at).0;
+                self.next_server_refresh = self.expires;
+                Ok(())
+            }
+            Err(Reject::Disconnect(d)) => Err(d),
+            Err(Reject::Error(e)) => {
+                // Try again shortly; the close at expiry + expired_close_delay still stands.
+                debug!(error = %e, "server-side refresh failed; retrying");
+                self.next_server_refresh = Some(now + SERVER_REFRESH_RETRY);
+                Ok(())
+            }
+        }
     }
 
     /// Time-driven work: stale and expiry checks, pings, pong timeouts, presence refresh.
@@ -874,6 +911,9 @@ impl Client {
         }
         if self.pong_deadline.is_some_and(|d| now >= d) {
             return Err(Disconnect::NO_PONG);
+        }
+        if self.next_server_refresh.is_some_and(|t| now >= t) {
+            self.refresh_on_server(now).await?;
         }
         if self
             .expires

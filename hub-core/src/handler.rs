@@ -64,6 +64,10 @@ pub struct Credentials {
     pub data: Bytes,
     /// Server-side subscriptions made at connect.
     pub subscriptions: Vec<ServerSubscription>,
+    /// The server renews the connection itself when `expire_at` comes, through
+    /// [`Handler::on_server_refresh`], instead of the client sending a new token. The client
+    /// is then not told that its connection expires.
+    pub server_side_refresh: bool,
 }
 
 /// A channel the server subscribes a connection to.
@@ -222,6 +226,15 @@ pub trait Handler: Send + Sync + 'static {
     ) -> Result<RefreshDecision, Reject> {
         let _ = (client, token);
         Err(Error::NOT_AVAILABLE.into())
+    }
+
+    /// Renews a connection whose credentials asked for `server_side_refresh`, when its
+    /// expiry comes. `expire_at` in the past, or a disconnect, closes it (3005 by default);
+    /// an error reply is retried a few seconds later until `expired_close_delay` has passed.
+    /// Default: the connection expires (3005).
+    async fn on_server_refresh(&self, client: &ClientContext) -> Result<RefreshDecision, Reject> {
+        let _ = client;
+        Err(Disconnect::EXPIRED.into())
     }
 
     /// Renews a subscription with a new token; returns the new expiry. Default: error 108.

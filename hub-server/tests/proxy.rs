@@ -524,3 +524,102 @@ async fn proxy_config_is_checked() {
         bad(json!({"channel": {"namespaces": [{"name": "p", "subscribe_proxy_enabled": true}]}}));
     assert!(e.contains("subscribe_proxy_enabled"), "{e}");
 }
+
+/// A backend whose connections live one or two seconds and are renewed by the refresh proxy.
+#[derive(Clone, Default)]
+struct ShortLived {
+    refreshes: Arc<AtomicUsize>,
+    expire_on_refresh: bool,
+}
+
+#[tonic::async_trait]
+impl CentrifugoProxy for ShortLived {
+    async fn connect(
+        &self,
+        _r: Request<proto::ConnectRequest>,
+    ) -> Result<Response<proto::ConnectResponse>, Status> {
+        Ok(Response::new(proto::ConnectResponse {
+            result: Some(proto::ConnectResult {
+                user: "dave".into(),
+                // Whole seconds: +2 keeps at least one second of life whatever the boundary.
+                expire_at: support::unix_now() as i64 + 2,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }))
+    }
+
+    async fn refresh(
+        &self,
+        r: Request<proto::RefreshRequest>,
+    ) -> Result<Response<proto::RefreshResponse>, Status> {
+        assert_eq!(r.into_inner().user, "dave");
+        self.refreshes.fetch_add(1, Ordering::SeqCst);
+        Ok(Response::new(proto::RefreshResponse {
+            result: Some(proto::RefreshResult {
+                expired: self.expire_on_refresh,
+                expire_at: support::unix_now() as i64 + 2,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }))
+    }
+}
+
+async fn start_short_lived(backend: ShortLived) -> support::TestServer {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr: SocketAddr = listener.local_addr().unwrap();
+    let incoming = tonic::transport::server::TcpIncoming::from(listener);
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(CentrifugoProxyServer::new(backend))
+            .serve_with_incoming(incoming),
+    );
+    let mut p = endpoint(&format!("grpc://{addr}"), json!({}));
+    p["enabled"] = json!(true);
+    let config = support::config(json!({
+        "client": {"proxy": {"connect": p, "refresh": p}, "ping_interval": "0s"}
+    }));
+    support::start(config).await
+}
+
+#[tokio::test]
+async fn connections_made_by_the_connect_proxy_are_renewed_by_the_refresh_proxy() {
+    let backend = ShortLived::default();
+    let server = start_short_lived(backend.clone()).await;
+    let mut w = support::ws(server.addr).await;
+    send(&mut w, r#"{"id":1,"connect":{}}"#).await;
+    let r = support::reply(&mut w, 1).await;
+    assert!(r["connect"]["client"].is_string(), "{r}");
+    assert!(
+        r["connect"].get("expires").is_none(),
+        "the client is not asked to refresh: {r}"
+    );
+    tokio::time::sleep(Duration::from_millis(5000)).await;
+    assert!(
+        backend.refreshes.load(Ordering::SeqCst) >= 2,
+        "the hub renewed the connection through the backend"
+    );
+    // Still open: a command gets its reply.
+    send(&mut w, r#"{"id":2,"presence_stats":{"channel":"x"}}"#).await;
+    let _ = support::reply(&mut w, 2).await;
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_connection_the_refresh_proxy_calls_expired_is_closed_with_3005() {
+    let backend = ShortLived {
+        expire_on_refresh: true,
+        ..Default::default()
+    };
+    let server = start_short_lived(backend.clone()).await;
+    let mut w = support::ws(server.addr).await;
+    send(&mut w, r#"{"id":1,"connect":{}}"#).await;
+    let _ = support::reply(&mut w, 1).await;
+    let code = tokio::time::timeout(Duration::from_secs(5), support::close_code(&mut w))
+        .await
+        .expect("closed in time");
+    assert!(support::is_close(code, 3005), "closed with {code:?}");
+    assert_eq!(backend.refreshes.load(Ordering::SeqCst), 1);
+    server.shutdown().await;
+}

@@ -156,6 +156,8 @@ impl Handler for ServerHandler {
             expire_at: effective_expiry(claims.exp, claims.expire_at),
             data: Bytes::new(),
             subscriptions,
+            // JWT connections refresh client-side: the client brings a new token.
+            server_side_refresh: false,
         })
     }
 
@@ -299,6 +301,13 @@ impl Handler for ServerHandler {
             timestamp_ms: crate::dead_letter::now_ms(),
         });
         Ok(())
+    }
+
+    async fn on_server_refresh(&self, client: &ClientContext) -> Result<RefreshDecision, Reject> {
+        match &self.0.proxies.refresh {
+            Some(backend) => self.proxy_refresh(backend, client).await,
+            None => Err(Disconnect::EXPIRED.into()),
+        }
     }
 
     async fn on_refresh(

@@ -83,6 +83,9 @@ impl ServerHandler {
             expire_at: proxy::expire_at(res.expire_at),
             data: backend_payload(res.data, &res.b64data)?,
             subscriptions,
+            // As Centrifugo: connections the connect proxy made are renewed by the refresh
+            // proxy when they expire, not by the client.
+            server_side_refresh: self.0.proxies.refresh.is_some(),
         })
     }
 
