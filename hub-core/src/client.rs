@@ -32,6 +32,8 @@ struct ChannelState {
     options: SubscribeOptions,
     /// When the subscription must be refreshed by (instant of expiry).
     expires: Option<Instant>,
+    /// With server-side refresh: when to ask the handler next.
+    next_server_refresh: Option<Instant>,
 }
 
 /// A connection's subscriptions: a vector sized exactly, since most connections hold a few
@@ -468,8 +470,9 @@ impl Client {
             }
         }
         let (expires, ttl) = expiry(options.expire_at);
-        res.expires = expires.is_some();
-        res.ttl = ttl;
+        // With server-side refresh the client is not asked to bring a new token.
+        res.expires = expires.is_some() && !options.server_side_refresh;
+        res.ttl = if options.server_side_refresh { 0 } else { ttl };
         res.data = options.data.clone();
         let info = self.info_for(&options.chan_info);
         if options.presence {
@@ -477,8 +480,14 @@ impl Client {
                 tracing::warn!(channel, error = %e, "presence add failed");
             }
         }
-        self.channels
-            .insert(channel.to_owned(), ChannelState { options, expires });
+        self.channels.insert(
+            channel.to_owned(),
+            ChannelState {
+                next_server_refresh: expires.filter(|_| options.server_side_refresh),
+                options,
+                expires,
+            },
+        );
         Ok((res, last))
     }
 
@@ -865,6 +874,7 @@ impl Client {
                 consider(self.next_server_refresh);
                 for st in self.channels.values() {
                     consider(st.expires.map(|e| e + cfg.expired_close_delay));
+                    consider(st.next_server_refresh);
                 }
             }
         }
@@ -890,6 +900,45 @@ impl Client {
                 // Try again shortly; the close at expiry + expired_close_delay still stands.
                 debug!(error = %e, "server-side refresh failed; retrying");
                 self.next_server_refresh = Some(now + SERVER_REFRESH_RETRY);
+                Ok(())
+            }
+        }
+    }
+
+    /// A subscription's expiry came and the server renews it: ask the handler.
+    async fn refresh_sub_on_server(&mut self, channel: &str, now: Instant) -> CmdResult {
+        let r = self
+            .node
+            .inner
+            .handler
+            .on_server_sub_refresh(&self.ctx, channel)
+            .await;
+        let Some(st) = self.channels.get_mut(channel) else {
+            return Ok(());
+        };
+        match r {
+            Ok(at) if !at.is_some_and(|at| at <= unix_now()) => {
+                st.expires = expiry(at).0;
+                st.next_server_refresh = st.expires;
+                Ok(())
+            }
+            Ok(_) => {
+                // Expired: end the subscription now.
+                st.next_server_refresh = None;
+                self.drop_channel(channel).await;
+                self.push_unsubscribe(channel, 2501, "subscription expired");
+                Ok(())
+            }
+            Err(Reject::Disconnect(d)) => Err(d),
+            Err(Reject::Error(e)) if e.code == Error::EXPIRED.code => {
+                st.next_server_refresh = None;
+                self.drop_channel(channel).await;
+                self.push_unsubscribe(channel, 2501, "subscription expired");
+                Ok(())
+            }
+            Err(Reject::Error(e)) => {
+                debug!(channel, error = %e, "server-side subscription refresh failed; retrying");
+                st.next_server_refresh = Some(now + SERVER_REFRESH_RETRY);
                 Ok(())
             }
         }
@@ -927,6 +976,15 @@ impl Client {
                 self.pong_deadline = Some(now + cfg.pong_timeout);
             }
             self.next_ping = Some(now + cfg.ping_interval);
+        }
+        let due: Vec<String> = self
+            .channels
+            .iter()
+            .filter(|(_, st)| st.next_server_refresh.is_some_and(|t| now >= t))
+            .map(|(c, _)| c.clone())
+            .collect();
+        for channel in due {
+            self.refresh_sub_on_server(&channel, now).await?;
         }
         let expired: Vec<String> = self
             .channels

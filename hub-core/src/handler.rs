@@ -98,6 +98,9 @@ pub struct SubscribeOptions {
     pub data: Bytes,
     /// Unix time (seconds) when the subscription expires unless refreshed.
     pub expire_at: Option<u64>,
+    /// The server renews the subscription itself when `expire_at` comes, through
+    /// [`Handler::on_server_sub_refresh`]; the client is not told it expires.
+    pub server_side_refresh: bool,
 }
 
 /// A client asks to subscribe.
@@ -235,6 +238,19 @@ pub trait Handler: Send + Sync + 'static {
     async fn on_server_refresh(&self, client: &ClientContext) -> Result<RefreshDecision, Reject> {
         let _ = client;
         Err(Disconnect::EXPIRED.into())
+    }
+
+    /// Renews a subscription whose options asked for `server_side_refresh`, when its expiry
+    /// comes; returns the new expiry. An expiry in the past, or an error reply after retries
+    /// until `expired_close_delay`, ends the subscription (unsubscribe push 2501); a
+    /// disconnect closes the connection. Default: the subscription expires.
+    async fn on_server_sub_refresh(
+        &self,
+        client: &ClientContext,
+        channel: &str,
+    ) -> Result<Option<u64>, Reject> {
+        let _ = (client, channel);
+        Err(Error::EXPIRED.into())
     }
 
     /// Renews a subscription with a new token; returns the new expiry. Default: error 108.

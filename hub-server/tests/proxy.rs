@@ -623,3 +623,132 @@ async fn a_connection_the_refresh_proxy_calls_expired_is_closed_with_3005() {
     assert_eq!(backend.refreshes.load(Ordering::SeqCst), 1);
     server.shutdown().await;
 }
+
+/// A backend whose subscriptions live one or two seconds and are renewed by the sub_refresh
+/// proxy (or declared expired).
+#[derive(Clone, Default)]
+struct ShortSubs {
+    sub_refreshes: Arc<AtomicUsize>,
+    expire_on_refresh: bool,
+}
+
+#[tonic::async_trait]
+impl CentrifugoProxy for ShortSubs {
+    async fn connect(
+        &self,
+        _r: Request<proto::ConnectRequest>,
+    ) -> Result<Response<proto::ConnectResponse>, Status> {
+        Ok(Response::new(proto::ConnectResponse {
+            result: Some(proto::ConnectResult {
+                user: "erin".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }))
+    }
+
+    async fn subscribe(
+        &self,
+        _r: Request<proto::SubscribeRequest>,
+    ) -> Result<Response<proto::SubscribeResponse>, Status> {
+        Ok(Response::new(proto::SubscribeResponse {
+            result: Some(proto::SubscribeResult {
+                expire_at: support::unix_now() as i64 + 2,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }))
+    }
+
+    async fn sub_refresh(
+        &self,
+        r: Request<proto::SubRefreshRequest>,
+    ) -> Result<Response<proto::SubRefreshResponse>, Status> {
+        assert_eq!(r.into_inner().channel, "proxied:room");
+        self.sub_refreshes.fetch_add(1, Ordering::SeqCst);
+        Ok(Response::new(proto::SubRefreshResponse {
+            result: Some(proto::SubRefreshResult {
+                expired: self.expire_on_refresh,
+                expire_at: support::unix_now() as i64 + 2,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }))
+    }
+}
+
+async fn start_short_subs(backend: ShortSubs) -> support::TestServer {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr: SocketAddr = listener.local_addr().unwrap();
+    let incoming = tonic::transport::server::TcpIncoming::from(listener);
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(CentrifugoProxyServer::new(backend))
+            .serve_with_incoming(incoming),
+    );
+    let p = endpoint(&format!("grpc://{addr}"), json!({}));
+    let mut connect = p.clone();
+    connect["enabled"] = json!(true);
+    let config = support::config(json!({
+        "client": {"proxy": {"connect": connect}, "ping_interval": "0s"},
+        "channel": {
+            "proxy": {"subscribe": p, "sub_refresh": p},
+            "namespaces": [{"name": "proxied", "subscribe_proxy_enabled": true, "sub_refresh_proxy_enabled": true}]
+        }
+    }));
+    support::start(config).await
+}
+
+async fn subscribed_erin(server: &support::TestServer) -> Ws {
+    let mut w = support::ws(server.addr).await;
+    send(&mut w, r#"{"id":1,"connect":{}}"#).await;
+    let _ = support::reply(&mut w, 1).await;
+    send(&mut w, r#"{"id":2,"subscribe":{"channel":"proxied:room"}}"#).await;
+    let r = support::reply(&mut w, 2).await;
+    assert!(r["subscribe"].is_object(), "{r}");
+    assert!(
+        r["subscribe"].get("expires").is_none(),
+        "the client is not asked to refresh: {r}"
+    );
+    w
+}
+
+#[tokio::test]
+async fn subscriptions_made_by_the_subscribe_proxy_are_renewed_by_the_sub_refresh_proxy() {
+    let backend = ShortSubs::default();
+    let server = start_short_subs(backend.clone()).await;
+    let mut w = subscribed_erin(&server).await;
+    tokio::time::sleep(Duration::from_millis(5000)).await;
+    assert!(backend.sub_refreshes.load(Ordering::SeqCst) >= 2);
+    // Still subscribed (the node lists the channel) and still connected.
+    let (_, v) = api(server.addr, "channels", json!({})).await;
+    assert!(v["result"]["channels"]["proxied:room"].is_object(), "{v}");
+    send(&mut w, r#"{"id":3,"presence_stats":{"channel":"x"}}"#).await;
+    let _ = support::reply(&mut w, 3).await;
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_subscription_the_sub_refresh_proxy_calls_expired_ends_with_2501() {
+    let backend = ShortSubs {
+        expire_on_refresh: true,
+        ..Default::default()
+    };
+    let server = start_short_subs(backend.clone()).await;
+    let mut w = subscribed_erin(&server).await;
+    let unsub = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            if let Next::Json(v) = next(&mut w).await {
+                if let Some(p) = v.into_iter().find(|r| r["push"]["unsubscribe"].is_object()) {
+                    break p;
+                }
+            }
+        }
+    })
+    .await
+    .expect("unsubscribe push in time");
+    assert_eq!(unsub["push"]["channel"], "proxied:room");
+    assert_eq!(unsub["push"]["unsubscribe"]["code"], 2501);
+    assert_eq!(backend.sub_refreshes.load(Ordering::SeqCst), 1);
+    server.shutdown().await;
+}

@@ -203,6 +203,10 @@ impl Handler for ServerHandler {
             return Ok(options);
         }
         if o.subscribe_proxy_enabled {
+            // As Centrifugo: subscriptions the proxy made are renewed server-side by the
+            // sub_refresh proxy when the namespace enables it.
+            options.server_side_refresh =
+                o.sub_refresh_proxy_enabled && rules.proxies.sub_refresh.is_some();
             return match &rules.proxies.subscribe {
                 Some(backend) => self.proxy_subscribe(backend, client, e, options).await,
                 None => Err(Error::PERMISSION_DENIED.into()),
@@ -331,6 +335,19 @@ impl Handler for ServerHandler {
             expire_at: effective_expiry(claims.exp, claims.expire_at),
             info: (!info.is_empty()).then_some(info),
         })
+    }
+
+    async fn on_server_sub_refresh(
+        &self,
+        client: &ClientContext,
+        channel: &str,
+    ) -> Result<Option<u64>, Reject> {
+        match (self.0.channel_options(channel), &self.0.proxies.sub_refresh) {
+            (Ok(o), Some(backend)) if o.sub_refresh_proxy_enabled => {
+                self.proxy_sub_refresh(backend, client, channel).await
+            }
+            _ => Err(Error::EXPIRED.into()),
+        }
     }
 
     async fn on_sub_refresh(
