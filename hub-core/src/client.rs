@@ -917,7 +917,7 @@ impl Client {
             return Ok(());
         };
         match r {
-            Ok(at) if !at.is_some_and(|at| at <= unix_now()) => {
+            Ok(at) if at.is_none_or(|at| at > unix_now()) => {
                 st.expires = expiry(at).0;
                 st.next_server_refresh = st.expires;
                 Ok(())
