@@ -240,3 +240,30 @@ async fn sends_still_retrying_at_shutdown_are_dead_lettered() {
         "{e:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_max_pending_new_sends_are_dead_lettered_at_once() {
+    let fake = Fake::failing(usize::MAX);
+    let dl = tmp_file("cap");
+    let mut cfg = config(&serve(fake.clone()).await, 50, &dl);
+    cfg.client.proxy.send.initial_backoff = Duration::from_secs(30);
+    cfg.client.proxy.send.max_backoff = Duration::from_secs(30);
+    cfg.client.proxy.send.max_pending = 2;
+    let s = support::start(cfg).await;
+    let mut ws = connected(s.addr, "dan").await;
+    for n in 0..5 {
+        send(&mut ws, &format!(r#"{{"send":{{"data":{{"n":{n}}}}}}}"#)).await;
+    }
+    // Two are retrying in the background; the other three are stored at once.
+    eventually("three dead letters", || entries(&dl).len() == 3).await;
+    assert!(entries(&dl)
+        .iter()
+        .all(|e| e.to_string().contains("too many sends pending")));
+    drop(ws);
+    s.shutdown().await;
+    assert_eq!(
+        entries(&dl).len(),
+        5,
+        "the two in delivery are stored at shutdown"
+    );
+}

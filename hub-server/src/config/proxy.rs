@@ -47,6 +47,9 @@ pub struct SendProxy {
     /// Largest backoff (default `5s`).
     #[serde(with = "serde_go")]
     pub max_backoff: Duration,
+    /// Events being delivered at once on this node (default 10000); past it new events go
+    /// straight to the dead-letter store, so a down backend cannot pile up tasks.
+    pub max_pending: usize,
 }
 
 impl Default for SendProxy {
@@ -57,6 +60,7 @@ impl Default for SendProxy {
             max_attempts: 5,
             initial_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(5),
+            max_pending: 10_000,
         }
     }
 }

@@ -45,6 +45,8 @@ pub struct Retry {
     pub initial_backoff: Duration,
     /// Largest backoff.
     pub max_backoff: Duration,
+    /// Events in delivery at once; past it new events are dead-lettered at once.
+    pub max_pending: usize,
 }
 
 impl Retry {
@@ -54,6 +56,7 @@ impl Retry {
             max_attempts: c.max_attempts.max(1),
             initial_backoff: c.initial_backoff,
             max_backoff: c.max_backoff,
+            max_pending: c.max_pending.max(1),
         }
     }
 
@@ -134,7 +137,19 @@ impl Sender {
     /// Starts delivering `e` in a background task and returns at once.
     pub fn spawn(&self, e: SendEvent) {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        self.pending_map().insert(id, e.clone());
+        {
+            let mut pending = self.pending_map();
+            if pending.len() >= self.retry.max_pending {
+                drop(pending);
+                let s = self.clone();
+                // Full: no new delivery task; the event is kept in the store instead.
+                tokio::task::spawn_blocking(move || {
+                    s.dead_letter_now(&e, "too many sends pending delivery on this node");
+                });
+                return;
+            }
+            pending.insert(id, e.clone());
+        }
         let s = self.clone();
         tokio::spawn(async move {
             s.deliver(e).await;
@@ -146,36 +161,41 @@ impl Sender {
         self.pending.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Writes one event to the dead-letter store without trying the backend; false if the
+    /// store failed (the event is then lost, logged and counted).
+    fn dead_letter_now(&self, e: &SendEvent, why: &str) -> bool {
+        let entry = Entry::new(
+            e.user.clone(),
+            e.client.clone(),
+            &e.data,
+            0,
+            why.to_string(),
+            e.timestamp_ms,
+        );
+        match self.store.append(&entry) {
+            Ok(()) => {
+                metrics::counter!("hub_proxy_send_total", "result" => "dead_lettered").increment(1);
+                true
+            }
+            Err(store_error) => {
+                tracing::error!(client = %e.client, user = %e.user, %store_error, reason = why,
+                    "send not dead-lettered: event lost");
+                metrics::counter!("hub_proxy_send_total", "result" => "lost").increment(1);
+                false
+            }
+        }
+    }
+
     /// At shutdown: writes every event still being delivered (waiting for a retry, or in
     /// flight) to the dead-letter store, so none is dropped silently. An event whose delivery
     /// completes during this call may be both delivered and dead-lettered (at least once).
     /// Returns how many were written.
     pub fn flush_pending(&self) -> usize {
         let events: Vec<SendEvent> = self.pending_map().drain().map(|(_, e)| e).collect();
-        let mut written = 0;
-        for e in events {
-            let entry = Entry::new(
-                e.user.clone(),
-                e.client.clone(),
-                &e.data,
-                0,
-                "the hub shut down before delivery".to_string(),
-                e.timestamp_ms,
-            );
-            match self.store.append(&entry) {
-                Ok(()) => {
-                    metrics::counter!("hub_proxy_send_total", "result" => "dead_lettered")
-                        .increment(1);
-                    written += 1;
-                }
-                Err(why) => {
-                    tracing::error!(client = %e.client, user = %e.user, store_error = %why,
-                        "send pending at shutdown not dead-lettered: event lost");
-                    metrics::counter!("hub_proxy_send_total", "result" => "lost").increment(1);
-                }
-            }
-        }
-        written
+        events
+            .iter()
+            .filter(|e| self.dead_letter_now(e, "the hub shut down before delivery"))
+            .count()
     }
 
     /// Delivers `e` with retries; dead-letters it after the last attempt.
@@ -241,6 +261,7 @@ mod tests {
             max_attempts: 5,
             initial_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(5),
+            max_pending: 10,
         };
         assert_eq!(r.cap(1), Duration::from_millis(100));
         assert_eq!(r.cap(2), Duration::from_millis(200));
