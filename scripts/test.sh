@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The whole test suite, on a fresh machine: installs what it needs (Node and npm, the
+# The whole test suite, on a fresh machine: installs what it needs (Node and npm, Chromium, the
 # centrifuge npm client from the lockfile, redis-server), then checks formatting and lints and
 # runs every test.
 #
@@ -31,6 +31,7 @@ need_pkg() { # need_pkg COMMAND DEBIAN_PACKAGE...
 need_pkg node nodejs
 need_pkg npm npm
 need_pkg redis-server redis-server
+need_pkg chromium chromium
 
 log "npm clients for the acceptance tests and examples (from their package-lock.json)"
 for dir in tests/js examples/node-subscriber examples/browser; do

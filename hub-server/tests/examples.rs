@@ -62,3 +62,86 @@ async fn node_subscriber_example_prints_publications_posted_to_the_api() {
     let _ = child.kill().await;
     server.shutdown().await;
 }
+
+/// `examples/browser` in headless Chromium: the page connects with the token in its URL,
+/// subscribes, and shows publications posted to the API, as text (markup escaped).
+#[tokio::test]
+async fn browser_example_shows_publications_in_chromium() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/browser");
+    assert!(
+        dir.join("node_modules/centrifuge/dist/centrifuge.js")
+            .exists(),
+        "run `npm ci --prefix examples/browser` (scripts/test.sh does)"
+    );
+    let server = support::start(support::config(serde_json::json!({}))).await;
+    let addr = server.addr;
+    // The page's static server, on a free port.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut page = tokio::process::Command::new("node")
+        .arg("serve.mjs")
+        .current_dir(&dir)
+        .env("PORT", port.to_string())
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("node must be installed");
+    let mut lines = BufReader::new(page.stdout.take().unwrap()).lines();
+    tokio::time::timeout(Duration::from_secs(10), lines.next_line())
+        .await
+        .expect("the page server started")
+        .unwrap();
+    // Publish while the browser loads and subscribes.
+    let publisher = tokio::spawn(async move {
+        for n in 0..50 {
+            let data = serde_json::json!({"text": format!("<b>browser-{n}</b>")});
+            support::api(
+                addr,
+                "publish",
+                serde_json::json!({"channel": "news", "data": data}),
+            )
+            .await;
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
+    let token = support::token(serde_json::json!({"sub": "browser"}));
+    let url = format!(
+        "http://127.0.0.1:{port}/?token={token}&channel=news&url=ws://{addr}/connection/websocket"
+    );
+    let profile = std::env::temp_dir().join(format!("hub-chromium-{}", uuid::Uuid::new_v4()));
+    let run = tokio::process::Command::new("chromium")
+        .args([
+            "--headless=new",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--virtual-time-budget=6000",
+            "--dump-dom",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .arg(&url)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(90), run)
+        .await
+        .expect("chromium finished")
+        .expect("chromium must be installed (scripts/test.sh installs Debian's chromium)");
+    publisher.abort();
+    let _ = std::fs::remove_dir_all(&profile);
+    let dom = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        dom.contains("subscribed to news"),
+        "page did not subscribe:\n{dom}"
+    );
+    assert!(dom.contains("browser-"), "no publication shown:\n{dom}");
+    assert!(
+        dom.contains("&lt;b&gt;browser-") && !dom.contains("<b>browser-"),
+        "publication markup must be shown as text:\n{dom}"
+    );
+    let _ = page.kill().await;
+    server.shutdown().await;
+}
