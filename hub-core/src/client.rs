@@ -920,28 +920,21 @@ impl Client {
             Ok(at) if at.is_none_or(|at| at > unix_now()) => {
                 st.expires = expiry(at).0;
                 st.next_server_refresh = st.expires;
-                Ok(())
+                return Ok(());
             }
-            Ok(_) => {
-                // Expired: end the subscription now.
-                st.next_server_refresh = None;
-                self.drop_channel(channel).await;
-                self.push_unsubscribe(channel, 2501, "subscription expired");
-                Ok(())
-            }
-            Err(Reject::Disconnect(d)) => Err(d),
-            Err(Reject::Error(e)) if e.code == Error::EXPIRED.code => {
-                st.next_server_refresh = None;
-                self.drop_channel(channel).await;
-                self.push_unsubscribe(channel, 2501, "subscription expired");
-                Ok(())
-            }
+            // An expiry in the past, or the handler's "expired": end the subscription now.
+            Ok(_) => {}
+            Err(Reject::Error(e)) if e.code == Error::EXPIRED.code => {}
+            Err(Reject::Disconnect(d)) => return Err(d),
             Err(Reject::Error(e)) => {
                 debug!(channel, error = %e, "server-side subscription refresh failed; retrying");
                 st.next_server_refresh = Some(now + SERVER_REFRESH_RETRY);
-                Ok(())
+                return Ok(());
             }
         }
+        self.drop_channel(channel).await;
+        self.push_unsubscribe(channel, 2501, "subscription expired");
+        Ok(())
     }
 
     /// Time-driven work: stale and expiry checks, pings, pong timeouts, presence refresh.

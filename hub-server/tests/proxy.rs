@@ -193,13 +193,14 @@ impl CentrifugoProxy for Fake {
 }
 
 /// Serves `fake` on 127.0.0.1:0; returns its `grpc://` endpoint.
-async fn serve(fake: Fake) -> String {
+/// Serves a fake backend on 127.0.0.1:0; returns its `grpc://` endpoint.
+async fn serve(backend: impl CentrifugoProxy) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr: SocketAddr = listener.local_addr().unwrap();
     let incoming = tonic::transport::server::TcpIncoming::from(listener);
     tokio::spawn(
         tonic::transport::Server::builder()
-            .add_service(CentrifugoProxyServer::new(fake))
+            .add_service(CentrifugoProxyServer::new(backend))
             .serve_with_incoming(incoming),
     );
     format!("grpc://{addr}")
@@ -567,15 +568,7 @@ impl CentrifugoProxy for ShortLived {
 }
 
 async fn start_short_lived(backend: ShortLived) -> support::TestServer {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr: SocketAddr = listener.local_addr().unwrap();
-    let incoming = tonic::transport::server::TcpIncoming::from(listener);
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(CentrifugoProxyServer::new(backend))
-            .serve_with_incoming(incoming),
-    );
-    let mut p = endpoint(&format!("grpc://{addr}"), json!({}));
+    let mut p = endpoint(&serve(backend).await, json!({}));
     p["enabled"] = json!(true);
     let config = support::config(json!({
         "client": {"proxy": {"connect": p, "refresh": p}, "ping_interval": "0s"}
@@ -678,15 +671,7 @@ impl CentrifugoProxy for ShortSubs {
 }
 
 async fn start_short_subs(backend: ShortSubs) -> support::TestServer {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr: SocketAddr = listener.local_addr().unwrap();
-    let incoming = tonic::transport::server::TcpIncoming::from(listener);
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(CentrifugoProxyServer::new(backend))
-            .serve_with_incoming(incoming),
-    );
-    let p = endpoint(&format!("grpc://{addr}"), json!({}));
+    let p = endpoint(&serve(backend).await, json!({}));
     let mut connect = p.clone();
     connect["enabled"] = json!(true);
     let config = support::config(json!({

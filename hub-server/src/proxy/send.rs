@@ -144,7 +144,7 @@ impl Sender {
                 let s = self.clone();
                 // Full: no new delivery task; the event is kept in the store instead.
                 tokio::task::spawn_blocking(move || {
-                    s.dead_letter_now(&e, "too many sends pending delivery on this node");
+                    s.dead_letter_now(&e, 0, "too many sends pending delivery on this node");
                 });
                 return;
             }
@@ -161,25 +161,29 @@ impl Sender {
         self.pending.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Writes one event to the dead-letter store without trying the backend; false if the
-    /// store failed (the event is then lost, logged and counted).
-    fn dead_letter_now(&self, e: &SendEvent, why: &str) -> bool {
+    /// Writes one event to the dead-letter store without trying (again) the backend; false
+    /// if the store failed (the event is then lost, logged and counted).
+    fn dead_letter_now(&self, e: &SendEvent, attempts: u32, why: &str) -> bool {
         let entry = Entry::new(
             e.user.clone(),
             e.client.clone(),
             &e.data,
-            0,
+            attempts,
             why.to_string(),
             e.timestamp_ms,
         );
         match self.store.append(&entry) {
             Ok(()) => {
+                tracing::warn!(
+                    client = %e.client, user = %e.user, attempts, error = why,
+                    path = %self.store.path().display(), "send not delivered: dead-lettered"
+                );
                 metrics::counter!("hub_proxy_send_total", "result" => "dead_lettered").increment(1);
                 true
             }
             Err(store_error) => {
-                tracing::error!(client = %e.client, user = %e.user, %store_error, reason = why,
-                    "send not dead-lettered: event lost");
+                tracing::error!(client = %e.client, user = %e.user, %store_error, error = why,
+                    "send not delivered and not dead-lettered: event lost");
                 metrics::counter!("hub_proxy_send_total", "result" => "lost").increment(1);
                 false
             }
@@ -194,7 +198,7 @@ impl Sender {
         let events: Vec<SendEvent> = self.pending_map().drain().map(|(_, e)| e).collect();
         events
             .iter()
-            .filter(|e| self.dead_letter_now(e, "the hub shut down before delivery"))
+            .filter(|e| self.dead_letter_now(e, 0, "the hub shut down before delivery"))
             .count()
     }
 
@@ -217,36 +221,21 @@ impl Sender {
                 }
             }
         }
-        let entry = Entry::new(
-            e.user.clone(),
-            e.client.clone(),
-            &e.data,
-            self.retry.max_attempts,
-            last_error.clone(),
-            e.timestamp_ms,
-        );
-        let store = self.store.clone();
-        let written = tokio::task::spawn_blocking(move || store.append(&entry))
-            .await
-            .unwrap_or_else(|j| Err(format!("dead-letter task failed: {j}")));
-        match written {
-            Ok(()) => {
-                tracing::warn!(
-                    client = %e.client, user = %e.user, attempts = self.retry.max_attempts,
-                    error = %last_error, path = %self.store.path().display(),
-                    "send not delivered: dead-lettered"
-                );
-                metrics::counter!("hub_proxy_send_total", "result" => "dead_lettered").increment(1);
-                Outcome::DeadLettered
-            }
-            Err(why) => {
-                tracing::error!(
-                    client = %e.client, user = %e.user, error = %last_error, store_error = %why,
-                    "send not delivered and not dead-lettered: event lost"
-                );
-                metrics::counter!("hub_proxy_send_total", "result" => "lost").increment(1);
-                Outcome::Lost
-            }
+        // The store is a file: write it off the async workers.
+        let s = self.clone();
+        let attempts = self.retry.max_attempts;
+        let written =
+            tokio::task::spawn_blocking(move || s.dead_letter_now(&e, attempts, &last_error))
+                .await
+                .unwrap_or_else(|j| {
+                    tracing::error!(error = %j, "dead-letter task failed: event lost");
+                    metrics::counter!("hub_proxy_send_total", "result" => "lost").increment(1);
+                    false
+                });
+        if written {
+            Outcome::DeadLettered
+        } else {
+            Outcome::Lost
         }
     }
 }
