@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh machine: installs what it needs (Node and npm, Chromium, the
-# centrifuge npm client from the lockfile, redis-server), then checks formatting and lints and
-# runs every test.
+# centrifuge npm client from the lockfile, redis-server, promtool), then checks formatting and
+# lints and runs every test.
 #
 #   bash scripts/test.sh
 #
@@ -31,7 +31,9 @@ need_pkg() { # need_pkg COMMAND DEBIAN_PACKAGE...
 need_pkg node nodejs
 need_pkg npm npm
 need_pkg redis-server redis-server
+need_pkg nginx nginx-light
 need_pkg chromium chromium
+need_pkg promtool prometheus
 
 log "npm clients for the acceptance tests and examples (from their package-lock.json)"
 for dir in tests/js examples/node-subscriber examples/browser; do
@@ -49,7 +51,7 @@ if ! command -v cargo-fuzz >/dev/null 2>&1; then
   cargo install cargo-fuzz --locked --quiet
 fi
 # cargo fuzz needs unstable compiler flags: RUSTC_BOOTSTRAP lets the stable toolchain take them.
-for target in protocol_json websocket_frames; do
+for target in protocol_json protocol_protobuf websocket_frames; do
   out="$CARGO_TARGET_DIR/fuzz-$target.log"
   mkdir -p "$CARGO_TARGET_DIR"
   if ! (cd hub-core/fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run "$target" -- \

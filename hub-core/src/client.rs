@@ -16,7 +16,6 @@ use crate::handler::{
 use crate::limits::{CommandLimiter, Verdict};
 use crate::node::Node;
 use crate::outbox::{ClientShared, Control};
-use crate::protocol::json::{decode_commands, encode_reply};
 use crate::protocol::*;
 use crate::util::unix_now;
 
@@ -34,6 +33,8 @@ struct ChannelState {
     expires: Option<Instant>,
     /// With server-side refresh: when to ask the handler next.
     next_server_refresh: Option<Instant>,
+    /// Subscribed by the server (connect credentials or the server API), not the client.
+    server_side: bool,
 }
 
 /// A connection's subscriptions: a vector sized exactly, since most connections hold a few
@@ -179,7 +180,7 @@ impl Client {
     }
 
     fn send(&self, reply: &Reply) {
-        match encode_reply(reply) {
+        match self.shared.codec.encode_reply(reply) {
             Ok(b) => self.shared.enqueue(b),
             // Only binary payloads fail to encode; a JSON client cannot take them.
             Err(_) => self.shared.close(Disconnect::INAPPROPRIATE_PROTOCOL),
@@ -201,9 +202,9 @@ impl Client {
         }
     }
 
-    /// Handles one text frame: its commands, in order.
+    /// Handles one frame: its commands, in order.
     pub(crate) async fn handle_frame(&mut self, frame: &[u8]) -> CmdResult {
-        for cmd in decode_commands(frame) {
+        for cmd in self.shared.codec.decode_commands(frame) {
             let cmd = match cmd {
                 Ok(c) => c,
                 Err(e) => {
@@ -350,7 +351,7 @@ impl Client {
             }
             let recover = req.subs.get(&sub.channel);
             match self
-                .subscribe_channel(&sub.channel, sub.options, recover)
+                .subscribe_channel(&sub.channel, sub.options, recover, true)
                 .await
             {
                 Ok((res, last)) => {
@@ -398,19 +399,23 @@ impl Client {
         channel: &str,
         options: SubscribeOptions,
         recover: Option<&SubscribeRequest>,
+        server_side: bool,
     ) -> Result<(SubscribeResult, u64), Reject> {
         let node = self.node.clone();
         let inner = &node.inner;
         self.shared.start_buffering(channel);
-        if inner
-            .hub
-            .add_sub(channel, self.shared.clone(), options.push_join_leave)
-        {
-            if let Err(e) = inner.broker.subscribe(channel).await {
-                tracing::warn!(channel, error = %e, "broker subscribe failed");
-                self.rollback_sub(channel).await;
-                return Err(Error::INTERNAL.into());
-            }
+        inner.hub.add_sub(
+            channel,
+            self.shared.clone(),
+            options.push_join_leave,
+            options.recover || options.position,
+        );
+        // Every subscription waits until the broker delivers the channel to this node, even
+        // when another local subscriber asked first and its broker subscribe is in flight.
+        if let Err(e) = inner.broker.subscribe(channel).await {
+            tracing::warn!(channel, error = %e, "broker subscribe failed");
+            self.rollback_sub(channel).await;
+            return Err(Reject::Error(e.into()));
         }
         let mut res = SubscribeResult::default();
         let mut last = 0;
@@ -432,9 +437,10 @@ impl Client {
                 Err(e) => {
                     tracing::warn!(channel, error = %e, "history read failed");
                     self.rollback_sub(channel).await;
-                    return Err(Error::INTERNAL.into());
+                    return Err(Reject::Error(e.into()));
                 }
             };
+            inner.hub.note_position(channel, &top.epoch, top.offset);
             res.epoch = top.epoch.clone();
             match want {
                 Some(r) => {
@@ -484,6 +490,7 @@ impl Client {
             channel.to_owned(),
             ChannelState {
                 next_server_refresh: expires.filter(|_| options.server_side_refresh),
+                server_side,
                 options,
                 expires,
             },
@@ -538,7 +545,10 @@ impl Client {
             return Ok(());
         }
         let channel = req.channel.clone();
-        match self.subscribe_channel(&channel, options, Some(&req)).await {
+        match self
+            .subscribe_channel(&channel, options, Some(&req), false)
+            .await
+        {
             Ok((res, last)) => {
                 self.reply(id, ReplyBody::Subscribe(res));
                 self.finish_subscribe(&channel, last).await
@@ -604,12 +614,23 @@ impl Client {
             info,
             ..Default::default()
         };
+        // Cheap: the payload is shared, not copied.
+        let mut published = publication.clone();
         match self
             .node
             .publish(&req.channel, publication, &decision.options)
             .await
         {
-            Ok(_) => self.reply(id, ReplyBody::Publish(Empty {})),
+            Ok(position) => {
+                published.offset = position.offset;
+                self.node.inner.handler.on_published(
+                    &self.ctx,
+                    &req.channel,
+                    &published,
+                    &position,
+                );
+                self.reply(id, ReplyBody::Publish(Empty {}))
+            }
             Err(e) => self.reply_error(id, &e),
         }
         Ok(())
@@ -796,7 +817,7 @@ impl Client {
                     debug!(channel, "server subscribe over the channel limit skipped");
                     return Ok(());
                 }
-                match self.subscribe_channel(&channel, options, None).await {
+                match self.subscribe_channel(&channel, options, None, true).await {
                     Ok((res, last)) => {
                         self.send(&Reply::push(Push {
                             channel: channel.clone(),
@@ -821,6 +842,17 @@ impl Client {
                 if self.channels.contains_key(&channel) {
                     self.drop_channel(&channel).await;
                     self.push_unsubscribe(&channel, 2000, "server unsubscribe");
+                }
+                Ok(())
+            }
+            Control::InsufficientState { channel } => {
+                // A server-side subscription is not resubscribed by the client: reconnect.
+                if self.channels.get(&channel).is_some_and(|c| c.server_side) {
+                    return Err(Disconnect::INSUFFICIENT_STATE);
+                }
+                if self.channels.contains_key(&channel) {
+                    self.drop_channel(&channel).await;
+                    self.push_unsubscribe(&channel, 2500, "insufficient state");
                 }
                 Ok(())
             }

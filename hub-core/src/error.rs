@@ -188,20 +188,48 @@ impl From<Disconnect> for Reject {
     }
 }
 
-/// A failure inside a broker or presence store (network, storage). Clients see error 100.
+/// A failure inside a broker or presence store (network, storage). Clients see error 100
+/// (temporary, so they retry).
 #[derive(Debug, Clone)]
-pub struct EngineError(pub String);
+pub struct EngineError {
+    /// What went wrong.
+    pub message: String,
+    /// The backend is unreachable (or its circuit is open): the call failed fast.
+    pub unavailable: bool,
+}
+
+impl EngineError {
+    /// A failed call.
+    pub fn new(message: impl Into<String>) -> Self {
+        EngineError {
+            message: message.into(),
+            unavailable: false,
+        }
+    }
+
+    /// The backend is unreachable; the call was not attempted.
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        EngineError {
+            message: message.into(),
+            unavailable: true,
+        }
+    }
+}
 
 impl fmt::Display for EngineError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.message)
     }
 }
 
 impl std::error::Error for EngineError {}
 
 impl From<EngineError> for Error {
-    fn from(_: EngineError) -> Self {
-        Error::INTERNAL
+    fn from(e: EngineError) -> Self {
+        if e.unavailable {
+            Error::INTERNAL.with_message("engine unavailable, retry later")
+        } else {
+            Error::INTERNAL
+        }
     }
 }

@@ -9,6 +9,7 @@ use http::HeaderMap;
 
 use crate::broker::PublishOptions;
 use crate::error::{Disconnect, Error, Reject};
+use crate::protocol::{Publication, StreamPosition};
 
 /// What the transport knew when the connection was upgraded.
 #[derive(Debug, Clone, Default)]
@@ -213,6 +214,23 @@ pub trait Handler: Send + Sync + 'static {
     ) -> Result<Bytes, Reject> {
         let _ = (client, method, data);
         Err(Error::METHOD_NOT_FOUND.into())
+    }
+
+    /// A client publication that [`Handler::on_publish`] allowed went out: `publication` is
+    /// what the broker published on `channel` (its `offset` set when the channel keeps
+    /// history), `position` the stream position it got. A notification only: called once per
+    /// successful client publish, on the node the client is connected to, before the client
+    /// gets its reply, so it must not block (spawn what waits). Publications made with
+    /// [`Node::publish`](crate::Node::publish) do not come here: their caller knows the
+    /// result. Default: nothing.
+    fn on_published(
+        &self,
+        client: &ClientContext,
+        channel: &str,
+        publication: &Publication,
+        position: &StreamPosition,
+    ) {
+        let _ = (client, channel, publication, position);
     }
 
     /// Receives a client `send`. Default: close 3508.

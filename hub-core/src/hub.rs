@@ -4,10 +4,10 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use crate::codec::Codec;
 use crate::error::Disconnect;
 use crate::idmap::IdMap;
-use crate::outbox::{ClientShared, Frame};
-use crate::protocol::json::encode_reply;
+use crate::outbox::{ClientShared, Control, Frame};
 use crate::protocol::{ClientInfo, Publication, Push, PushBody, Reply};
 use crate::transport::deflate::{self, CompressionConfig};
 use crate::util::{shard_of, SHARDS};
@@ -15,9 +15,53 @@ use crate::util::{shard_of, SHARDS};
 struct Subscriber {
     client: Arc<ClientShared>,
     push_join_leave: bool,
+    /// The subscriber tracks the stream position (positioning or recovery on): a gap in
+    /// the offsets this node receives makes it resubscribe and recover.
+    positioned: bool,
 }
 
-type ChannelShard = HashMap<String, IdMap<Subscriber>>;
+/// The local subscribers of a channel and the last stream position this node received.
+#[derive(Default)]
+struct ChannelSubs {
+    subs: IdMap<Subscriber>,
+    epoch: String,
+    offset: u64,
+}
+
+impl ChannelSubs {
+    /// Tells positioned subscribers their stream has a gap: they resubscribe and recover.
+    fn insufficient(&self, channel: &str) -> usize {
+        let mut n = 0;
+        for sub in self.subs.values().filter(|s| s.positioned) {
+            sub.client.control(Control::InsufficientState {
+                channel: channel.to_owned(),
+            });
+            n += 1;
+        }
+        n
+    }
+}
+
+type ChannelShard = HashMap<String, ChannelSubs>;
+
+/// A push encoded lazily, at most once per protocol flavour (`None`: it cannot be encoded
+/// in that flavour).
+#[derive(Default)]
+struct Frames {
+    json: Option<Option<Frame>>,
+    protobuf: Option<Option<Frame>>,
+}
+
+impl Frames {
+    fn get(&mut self, codec: Codec, push: &Reply) -> Option<&mut Frame> {
+        let slot = match codec {
+            Codec::Json => &mut self.json,
+            Codec::Protobuf => &mut self.protobuf,
+        };
+        slot.get_or_insert_with(|| codec.encode_reply(push).ok().map(Frame::from))
+            .as_mut()
+    }
+}
 type UserShard = HashMap<String, IdMap<Arc<ClientShared>>>;
 
 pub(crate) struct Hub {
@@ -99,16 +143,18 @@ impl Hub {
         channel: &str,
         client: Arc<ClientShared>,
         push_join_leave: bool,
+        positioned: bool,
     ) -> bool {
         let mut shard = lock(&self.channels[shard_of(channel)]);
         let first = !shard.contains_key(channel);
-        let subs = shard.entry(channel.to_owned()).or_default();
+        let entry = shard.entry(channel.to_owned()).or_default();
         let id = client.id.clone();
-        if subs.insert(
+        if entry.subs.insert(
             id,
             Subscriber {
                 client,
                 push_join_leave,
+                positioned,
             },
         ) {
             self.num_subs.fetch_add(1, Ordering::Relaxed);
@@ -120,29 +166,85 @@ impl Hub {
     /// Removes a subscriber; true if the channel has no more subscribers on this node.
     pub(crate) fn remove_sub(&self, channel: &str, client_id: &str) -> bool {
         let mut shard = lock(&self.channels[shard_of(channel)]);
-        let Some(subs) = shard.get_mut(channel) else {
+        let Some(entry) = shard.get_mut(channel) else {
             return false;
         };
-        if subs.remove(client_id) {
+        if entry.subs.remove(client_id) {
             self.num_subs.fetch_sub(1, Ordering::Relaxed);
             metrics::gauge!("hub_subscriptions").decrement(1.0);
         }
-        if subs.is_empty() {
+        if entry.subs.is_empty() {
             shard.remove(channel);
             return true;
         }
         false
     }
 
+    /// Whether the channel has local subscribers.
+    pub(crate) fn has_subscribers(&self, channel: &str) -> bool {
+        lock(&self.channels[shard_of(channel)]).contains_key(channel)
+    }
+
+    /// Records a stream position read from history when a positioned subscriber joins, so
+    /// a publication lost before the node's first live one is still seen as a gap.
+    pub(crate) fn note_position(&self, channel: &str, epoch: &str, offset: u64) {
+        let mut shard = lock(&self.channels[shard_of(channel)]);
+        if let Some(entry) = shard.get_mut(channel) {
+            if entry.offset == 0 || (entry.epoch == epoch && entry.offset < offset) {
+                entry.epoch = epoch.to_owned();
+                entry.offset = offset;
+            }
+        }
+    }
+
+    /// Channels with positioned subscribers and the last position this node received.
+    pub(crate) fn positions(&self) -> Vec<(String, String, u64)> {
+        self.channels
+            .iter()
+            .flat_map(|s| {
+                lock(s)
+                    .iter()
+                    .filter(|(_, e)| e.offset > 0 && e.subs.values().any(|s| s.positioned))
+                    .map(|(k, e)| (k.clone(), e.epoch.clone(), e.offset))
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
+    /// The last position this node received in a channel.
+    pub(crate) fn position(&self, channel: &str) -> Option<(String, u64)> {
+        lock(&self.channels[shard_of(channel)])
+            .get(channel)
+            .map(|e| (e.epoch.clone(), e.offset))
+    }
+
+    /// The stream moved past what this node received (a lost publication): positioned
+    /// subscribers resubscribe and recover from history, which starts again at `top`.
+    pub(crate) fn stream_gap(&self, channel: &str, epoch: &str, offset: u64) -> usize {
+        let mut shard = lock(&self.channels[shard_of(channel)]);
+        let Some(entry) = shard.get_mut(channel) else {
+            return 0;
+        };
+        entry.epoch = epoch.to_owned();
+        entry.offset = offset;
+        entry.insufficient(channel)
+    }
+
     /// Delivers a publication to every local subscriber. The push is encoded once and the
-    /// bytes are shared.
-    pub(crate) fn broadcast_publication(&self, channel: &str, publication: Publication) {
+    /// bytes are shared. A publication whose offset does not follow the last one this node
+    /// received reveals a loss: positioned subscribers are told to resubscribe instead.
+    pub(crate) fn broadcast_publication(
+        &self,
+        channel: &str,
+        publication: Publication,
+        epoch: &str,
+    ) {
         let offset = publication.offset;
         let push = Reply::push(Push {
             channel: channel.to_owned(),
             body: PushBody::Pub(publication),
         });
-        self.broadcast(channel, offset, &push, false);
+        self.broadcast(channel, offset, epoch, &push, false);
     }
 
     /// Delivers a join or leave push to the subscribers that asked for them.
@@ -156,40 +258,56 @@ impl Hub {
             channel: channel.to_owned(),
             body,
         });
-        self.broadcast(channel, 0, &push, true);
+        self.broadcast(channel, 0, "", &push, true);
     }
 
-    fn broadcast(&self, channel: &str, offset: u64, push: &Reply, join_leave: bool) {
-        let shard = lock(&self.channels[shard_of(channel)]);
-        let Some(subs) = shard.get(channel) else {
+    fn broadcast(&self, channel: &str, offset: u64, epoch: &str, push: &Reply, join_leave: bool) {
+        let mut shard = lock(&self.channels[shard_of(channel)]);
+        let Some(entry) = shard.get_mut(channel) else {
             return;
         };
-        // Encoded once, and compressed at most once, for every subscriber.
+        let mut gap = false;
+        if offset > 0 {
+            if entry.offset > 0 && entry.epoch == epoch && offset <= entry.offset {
+                // Already delivered (a redelivery after a reconnect).
+                return;
+            }
+            gap = entry.offset > 0 && (entry.epoch != epoch || offset != entry.offset + 1);
+            entry.offset = offset;
+            if entry.epoch != epoch {
+                entry.epoch = epoch.to_owned();
+            }
+            if gap {
+                let n = entry.insufficient(channel);
+                metrics::counter!("hub_stream_gaps_total").increment(1);
+                tracing::info!(
+                    channel,
+                    offset,
+                    subscribers = n,
+                    "gap in a publication stream"
+                );
+            }
+        }
+        let subs = &entry.subs;
+        // Encoded at most once per protocol flavour, and compressed at most once per
+        // flavour, for every subscriber.
         let mut delivered = 0u64;
-        match encode_reply(push) {
-            Ok(data) => {
-                let mut frame = Frame::from(data);
-                let c = &self.compression;
-                for sub in subs.values() {
-                    if join_leave && !sub.push_join_leave {
-                        continue;
-                    }
-                    if sub.client.deflate
-                        && frame.deflated.is_none()
-                        && frame.data.len() >= c.min_size
-                    {
-                        frame.deflated = Some(deflate::compress(&frame.data, c.level));
-                    }
-                    sub.client.deliver(channel, offset, &frame);
-                    delivered += 1;
-                }
+        let mut frames = Frames::default();
+        let c = &self.compression;
+        for sub in subs.values() {
+            if (join_leave && !sub.push_join_leave) || (gap && sub.positioned) {
+                continue;
             }
-            // Binary data cannot reach a JSON client.
-            Err(_) => {
-                for sub in subs.values() {
-                    sub.client.close(Disconnect::INAPPROPRIATE_PROTOCOL);
-                }
+            let Some(frame) = frames.get(sub.client.codec, push) else {
+                // Binary data cannot reach a JSON client (PROTOCOL.md: close 3506).
+                sub.client.close(Disconnect::INAPPROPRIATE_PROTOCOL);
+                continue;
+            };
+            if sub.client.deflate && frame.deflated.is_none() && frame.data.len() >= c.min_size {
+                frame.deflated = Some(deflate::compress(&frame.data, c.level));
             }
+            sub.client.deliver(channel, offset, frame);
+            delivered += 1;
         }
         drop(shard);
         metrics::counter!("hub_deliveries_total").increment(delivered);
@@ -202,7 +320,7 @@ impl Hub {
             .flat_map(|s| {
                 lock(s)
                     .iter()
-                    .map(|(k, v)| (k.clone(), v.len()))
+                    .map(|(k, v)| (k.clone(), v.subs.len()))
                     .collect::<Vec<_>>()
             })
             .collect()
@@ -231,7 +349,7 @@ mod tests {
     use bytes::Bytes;
 
     fn client(id: &str, deflate: bool) -> Arc<ClientShared> {
-        Arc::new(ClientShared::new(id.into(), 1 << 20, deflate))
+        Arc::new(ClientShared::new(id.into(), 1 << 20, deflate, Codec::Json))
     }
 
     #[test]
@@ -248,13 +366,13 @@ mod tests {
             client("d", true),
         ];
         for s in &subs {
-            hub.add_sub("news", s.clone(), false);
+            hub.add_sub("news", s.clone(), false, false);
         }
         let p = Publication {
             data: Bytes::from(format!(r#"{{"text":"{}"}}"#, "hello ".repeat(50))),
             ..Default::default()
         };
-        hub.broadcast_publication("news", p);
+        hub.broadcast_publication("news", p, "");
         let frames: Vec<Frame> = subs
             .iter()
             .map(|s| s.take().0.pop_front().expect("delivered"))
@@ -280,14 +398,113 @@ mod tests {
             level: 1,
         });
         let c = client("a", true);
-        hub.add_sub("news", c.clone(), false);
+        hub.add_sub("news", c.clone(), false, false);
         hub.broadcast_publication(
             "news",
             Publication {
                 data: Bytes::from_static(b"{}"),
                 ..Default::default()
             },
+            "",
         );
         assert!(c.take().0[0].deflated.is_none());
+    }
+
+    fn publication(offset: u64) -> Publication {
+        Publication {
+            data: Bytes::from_static(b"{}"),
+            offset,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_gap_in_offsets_makes_positioned_subscribers_resubscribe() {
+        let hub = Hub::new(CompressionConfig::default());
+        let positioned = client("p", false);
+        let plain = client("q", false);
+        hub.add_sub("ch", positioned.clone(), false, true);
+        hub.add_sub("ch", plain.clone(), false, false);
+        hub.note_position("ch", "e1", 4);
+        hub.broadcast_publication("ch", publication(5), "e1");
+        // A redelivery is dropped.
+        hub.broadcast_publication("ch", publication(5), "e1");
+        let (q, _, c) = positioned.take();
+        assert_eq!((q.len(), c.len()), (1, 0));
+        plain.take();
+        // 6 was lost: 7 reveals it.
+        hub.broadcast_publication("ch", publication(7), "e1");
+        let (q, _, c) = positioned.take();
+        assert!(
+            q.is_empty(),
+            "the positioned subscriber recovers 7 from history"
+        );
+        assert!(matches!(&c[..], [Control::InsufficientState { channel }] if channel == "ch"));
+        let (q, _, c) = plain.take();
+        assert_eq!((q.len(), c.len()), (1, 0));
+        assert_eq!(hub.position("ch"), Some(("e1".to_owned(), 7)));
+        // A new epoch is a gap too.
+        hub.broadcast_publication("ch", publication(1), "e2");
+        assert_eq!(positioned.take().2.len(), 1);
+        assert_eq!(hub.positions(), vec![("ch".into(), "e2".into(), 1)]);
+    }
+
+    #[test]
+    fn a_publication_is_encoded_once_per_protocol_flavour() {
+        let hub = Hub::new(CompressionConfig::default());
+        let json = [client("j1", false), client("j2", false)];
+        let pb = [
+            Arc::new(ClientShared::new(
+                "p1".into(),
+                1 << 20,
+                false,
+                Codec::Protobuf,
+            )),
+            Arc::new(ClientShared::new(
+                "p2".into(),
+                1 << 20,
+                false,
+                Codec::Protobuf,
+            )),
+        ];
+        for s in json.iter().chain(pb.iter()) {
+            hub.add_sub("ch", s.clone(), false, false);
+        }
+        hub.broadcast_publication("ch", publication(0), "");
+        let first = |c: &Arc<ClientShared>| c.take().0.pop_front().expect("delivered").data;
+        let (j1, j2, p1, p2) = (
+            first(&json[0]),
+            first(&json[1]),
+            first(&pb[0]),
+            first(&pb[1]),
+        );
+        assert_eq!(j1.as_ptr(), j2.as_ptr(), "one JSON encoding shared");
+        assert_eq!(p1.as_ptr(), p2.as_ptr(), "one Protobuf encoding shared");
+        assert!(j1.starts_with(b"{"));
+        assert_ne!(p1, j1);
+    }
+
+    #[test]
+    fn binary_data_closes_json_subscribers_and_reaches_protobuf_ones() {
+        let hub = Hub::new(CompressionConfig::default());
+        let j = client("j", false);
+        let p = Arc::new(ClientShared::new(
+            "p".into(),
+            1 << 20,
+            false,
+            Codec::Protobuf,
+        ));
+        hub.add_sub("ch", j.clone(), false, false);
+        hub.add_sub("ch", p.clone(), false, false);
+        let binary = Publication {
+            data: Bytes::from_static(&[0xff, 0x00, 0x10]),
+            ..Default::default()
+        };
+        hub.broadcast_publication("ch", binary, "");
+        let (q, close, _) = j.take();
+        assert!(q.is_empty());
+        assert_eq!(close, Some(Disconnect::INAPPROPRIATE_PROTOCOL));
+        let (q, close, _) = p.take();
+        assert_eq!((q.len(), close), (1, None));
     }
 }

@@ -28,12 +28,14 @@
 //! - [`Handler`]: the embedder's callbacks (connecting, subscribe, publish, rpc, ...).
 //! - [`broker`]: the [`Broker`](broker::Broker) trait and the in-memory broker.
 //! - [`presence`]: the [`PresenceStore`](presence::PresenceStore) trait and its in-memory store.
-//! - [`protocol`]: the client protocol's types and the sans-IO JSON codec.
+//! - [`protocol`]: the client protocol's types and its two sans-IO codecs, JSON and Protobuf.
 //!
 //! hub-core emits `tracing` spans and `metrics` counters; it installs no exporter.
 
 pub mod broker;
 mod client;
+mod cluster;
+mod codec;
 mod error;
 mod handler;
 mod hub;
@@ -43,6 +45,8 @@ mod node;
 mod outbox;
 pub mod presence;
 pub mod protocol;
+#[cfg(feature = "redis")]
+pub mod redis;
 mod transport;
 mod util;
 
@@ -82,6 +86,88 @@ pub mod fuzzing {
                 id,
                 &crate::Error::BAD_REQUEST,
             ));
+        }
+    }
+
+    /// Decodes a frame of Protobuf commands and encodes replies that echo what they carry
+    /// (payloads, channels, positions); each must come out as exactly one length-prefixed
+    /// message.
+    pub fn protocol_protobuf(data: &[u8]) {
+        use crate::protocol::*;
+        for cmd in protobuf::decode_commands(data).flatten() {
+            let id = cmd.id;
+            let body = match cmd.into_request() {
+                Request::Connect(c) => ReplyBody::Connect(ConnectResult {
+                    client: c.name,
+                    version: c.version,
+                    data: c.data,
+                    subs: c
+                        .subs
+                        .into_iter()
+                        .map(|(ch, s)| {
+                            let r = SubscribeResult {
+                                epoch: s.epoch,
+                                offset: s.offset,
+                                data: s.data,
+                                ..Default::default()
+                            };
+                            (ch, r)
+                        })
+                        .collect(),
+                    ..Default::default()
+                }),
+                Request::Subscribe(s) => ReplyBody::Subscribe(SubscribeResult {
+                    epoch: s.epoch,
+                    offset: s.offset,
+                    publications: vec![Publication {
+                        data: s.data,
+                        offset: s.offset,
+                        info: Some(ClientInfo {
+                            user: s.token,
+                            client: s.channel,
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }),
+                Request::Publish(p) => ReplyBody::Push(Push {
+                    channel: p.channel.clone(),
+                    body: PushBody::Pub(Publication {
+                        data: p.data,
+                        tags: [(p.channel, String::new())].into(),
+                        ..Default::default()
+                    }),
+                }),
+                Request::Send(s) => ReplyBody::Push(Push {
+                    channel: String::new(),
+                    body: PushBody::Message { data: s.data },
+                }),
+                Request::Rpc(r) => ReplyBody::Rpc(RpcResult { data: r.data }),
+                Request::History(h) => ReplyBody::History(HistoryResult {
+                    publications: Vec::new(),
+                    epoch: h.since.map(|p| p.epoch).unwrap_or_default(),
+                    offset: h.limit.unsigned_abs().into(),
+                }),
+                Request::Presence(p) => {
+                    let info = ClientInfo {
+                        user: p.channel.clone(),
+                        ..Default::default()
+                    };
+                    ReplyBody::Presence(PresenceResult {
+                        presence: [(p.channel, info)].into(),
+                    })
+                }
+                other => {
+                    let _ = format!("{other:?}");
+                    Reply::error(id, &crate::Error::BAD_REQUEST).body
+                }
+            };
+            let bytes = protobuf::encode_reply(&Reply::new(id, body))
+                .expect("any reply encodes as Protobuf");
+            let mut rest = &bytes[..];
+            let len = prost::decode_length_delimiter(&mut rest).expect("a length prefix");
+            assert_eq!(len, rest.len(), "the prefix covers exactly one message");
         }
     }
 }

@@ -6,8 +6,11 @@ use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use futures_util::StreamExt;
+use tokio::sync::Notify;
 
 use crate::broker::{Broker, BrokerEventHandler, HistoryFilter, MemoryBroker, PublishOptions};
+use crate::cluster::{self, Cluster, Envelope, Msg};
 use crate::error::{Disconnect, EngineError, Error};
 use crate::handler::{Handler, RefuseAll, SubscribeOptions};
 use crate::hub::Hub;
@@ -73,6 +76,11 @@ pub struct NodeConfig {
     pub overload_lag: Duration,
     /// permessage-deflate (default off).
     pub compression: CompressionConfig,
+    /// How often the node compares the stream position of channels with positioned
+    /// subscribers against the broker's stream top, to catch a lost publication when no
+    /// later one reveals the gap (default 40 s; zero turns the check off). The check also
+    /// runs whenever the broker reconnects.
+    pub position_check_interval: Duration,
 }
 
 impl Default for NodeConfig {
@@ -104,12 +112,13 @@ impl Default for NodeConfig {
             channel_limit: 128,
             overload_lag: Duration::from_millis(500),
             compression: CompressionConfig::default(),
+            position_check_interval: Duration::from_secs(40),
         }
     }
 }
 
 /// Statistics of one node, as the server API's `info` shows them.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct NodeInfo {
     /// Unique id of this node run.
     pub uid: String,
@@ -144,6 +153,8 @@ pub(crate) struct NodeInner {
     pub(crate) presence: Arc<dyn PresenceStore>,
     pub(crate) hub: Hub,
     pub(crate) gate: Arc<AcceptGate>,
+    cluster: Cluster,
+    resync: Notify,
     uid: String,
     started: Instant,
     shutting_down: AtomicBool,
@@ -228,6 +239,8 @@ impl NodeBuilder {
             broker: broker.clone(),
             presence,
             hub,
+            cluster: Cluster::default(),
+            resync: Notify::new(),
             uid: uuid::Uuid::new_v4().to_string(),
             started: Instant::now(),
             shutting_down: AtomicBool::new(false),
@@ -235,8 +248,47 @@ impl NodeBuilder {
         broker
             .run(Arc::new(NodeEvents(Arc::downgrade(&inner))))
             .await?;
+        spawn_announcer(Arc::downgrade(&inner));
+        spawn_position_checker(Arc::downgrade(&inner));
         Ok(Node { inner })
     }
+}
+
+/// Announces this node to the others every few seconds (a no-op on a single node).
+fn spawn_announcer(weak: Weak<NodeInner>) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(cluster::ANNOUNCE_INTERVAL);
+        loop {
+            tick.tick().await;
+            let Some(inner) = weak.upgrade() else { break };
+            let node = Node { inner };
+            let info = node.info();
+            node.send_control(Msg::Node { info }).await.ok();
+        }
+    });
+}
+
+/// Checks stream positions periodically and whenever the broker asks for a resync.
+fn spawn_position_checker(weak: Weak<NodeInner>) {
+    tokio::spawn(async move {
+        loop {
+            let Some(inner) = weak.upgrade() else { break };
+            let every = inner.config.position_check_interval;
+            let wait = async {
+                if every.is_zero() {
+                    std::future::pending::<()>().await
+                } else {
+                    tokio::time::sleep(every).await
+                }
+            };
+            let node = Node { inner };
+            tokio::select! {
+                _ = wait => {}
+                _ = node.inner.resync.notified() => {}
+            }
+            node.check_positions().await;
+        }
+    });
 }
 
 /// What brokers deliver, forwarded to the node's hub.
@@ -247,10 +299,40 @@ impl BrokerEventHandler for NodeEvents {
         &self,
         channel: &str,
         publication: Publication,
-        _position: StreamPosition,
+        position: StreamPosition,
     ) {
         if let Some(n) = self.0.upgrade() {
-            n.hub.broadcast_publication(channel, publication);
+            n.hub
+                .broadcast_publication(channel, publication, &position.epoch);
+        }
+    }
+
+    fn has_subscribers(&self, channel: &str) -> bool {
+        self.0
+            .upgrade()
+            .is_some_and(|n| n.hub.has_subscribers(channel))
+    }
+
+    fn handle_control(&self, data: Bytes) {
+        let Some(inner) = self.0.upgrade() else {
+            return;
+        };
+        let env: Envelope = match serde_json::from_slice(&data) {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::warn!(error = %e, "undecodable control message");
+                return;
+            }
+        };
+        if env.from == inner.uid {
+            return;
+        }
+        Node { inner }.apply_control(env.from, env.msg);
+    }
+
+    fn handle_resync(&self) {
+        if let Some(n) = self.0.upgrade() {
+            n.resync.notify_one();
         }
     }
 
@@ -269,7 +351,7 @@ impl BrokerEventHandler for NodeEvents {
 
 fn engine(e: EngineError) -> Error {
     tracing::warn!(error = %e, "engine call failed");
-    Error::INTERNAL
+    e.into()
 }
 
 impl Node {
@@ -365,9 +447,80 @@ impl Node {
         v
     }
 
-    /// Subscribes a user's connections on this node to a channel (all of them, or one
-    /// `client`). They receive a `subscribe` push.
-    pub fn subscribe_user(
+    async fn send_control(&self, msg: Msg) -> Result<(), Error> {
+        let env = Envelope {
+            from: self.inner.uid.clone(),
+            msg,
+        };
+        self.inner
+            .broker
+            .publish_control(env.encode())
+            .await
+            .map_err(engine)
+    }
+
+    /// Acts on a control message from another node.
+    fn apply_control(&self, from: String, msg: Msg) {
+        match msg {
+            Msg::Node { info } => self.inner.cluster.seen(info),
+            Msg::Subscribe {
+                user,
+                channel,
+                client,
+                options,
+            } => self.local_subscribe(&user, &channel, options.into(), client.as_deref()),
+            Msg::Unsubscribe {
+                user,
+                channel,
+                client,
+            } => self.local_unsubscribe(&user, &channel, client.as_deref()),
+            Msg::Disconnect {
+                user,
+                client,
+                whitelist,
+                code,
+                reason,
+            } => self.local_disconnect(
+                &user,
+                Disconnect::new(code, reason),
+                client.as_deref(),
+                &whitelist,
+            ),
+            Msg::Refresh {
+                user,
+                client,
+                expired,
+                expire_at,
+                info,
+            } => self.local_refresh(
+                &user,
+                client.as_deref(),
+                expired,
+                expire_at,
+                info.map(Bytes::from),
+            ),
+            Msg::SurveyChannels { id } => {
+                let node = self.clone();
+                tokio::spawn(async move {
+                    let channels = node.channels();
+                    node.send_control(Msg::SurveyReply {
+                        id,
+                        to: from,
+                        channels,
+                    })
+                    .await
+                    .ok();
+                });
+            }
+            Msg::SurveyReply { id, to, channels } => {
+                if to == self.inner.uid {
+                    self.inner.cluster.answer(id, channels);
+                }
+            }
+        }
+    }
+
+    fn local_subscribe(
         &self,
         user: &str,
         channel: &str,
@@ -382,8 +535,7 @@ impl Node {
         }
     }
 
-    /// Unsubscribes a user's connections on this node from a channel (push code 2000).
-    pub fn unsubscribe_user(&self, user: &str, channel: &str, client: Option<&str>) {
+    fn local_unsubscribe(&self, user: &str, channel: &str, client: Option<&str>) {
         for c in self.targets(user, client) {
             c.control(Control::Unsubscribe {
                 channel: channel.to_owned(),
@@ -391,8 +543,7 @@ impl Node {
         }
     }
 
-    /// Disconnects a user's connections on this node, sparing those in `whitelist`.
-    pub fn disconnect_user(
+    fn local_disconnect(
         &self,
         user: &str,
         disconnect: Disconnect,
@@ -406,8 +557,7 @@ impl Node {
         }
     }
 
-    /// Refreshes a user's connections on this node: a new expiry, new info, or expired now.
-    pub fn refresh_user(
+    fn local_refresh(
         &self,
         user: &str,
         client: Option<&str>,
@@ -422,6 +572,176 @@ impl Node {
                 info: info.clone(),
             });
         }
+    }
+
+    /// Subscribes a user's connections to a channel, on every node (all of them, or one
+    /// `client`). They receive a `subscribe` push. Fails only when other nodes could not be
+    /// told (this node's connections are subscribed anyway).
+    pub async fn subscribe_user(
+        &self,
+        user: &str,
+        channel: &str,
+        options: SubscribeOptions,
+        client: Option<&str>,
+    ) -> Result<(), Error> {
+        let wire = cluster::WireSubscribeOptions::from(&options);
+        self.local_subscribe(user, channel, options, client);
+        self.send_control(Msg::Subscribe {
+            user: user.to_owned(),
+            channel: channel.to_owned(),
+            client: client.map(str::to_owned),
+            options: wire,
+        })
+        .await
+    }
+
+    /// Unsubscribes a user's connections from a channel on every node (push code 2000).
+    pub async fn unsubscribe_user(
+        &self,
+        user: &str,
+        channel: &str,
+        client: Option<&str>,
+    ) -> Result<(), Error> {
+        self.local_unsubscribe(user, channel, client);
+        self.send_control(Msg::Unsubscribe {
+            user: user.to_owned(),
+            channel: channel.to_owned(),
+            client: client.map(str::to_owned),
+        })
+        .await
+    }
+
+    /// Disconnects a user's connections on every node, sparing those in `whitelist`.
+    pub async fn disconnect_user(
+        &self,
+        user: &str,
+        disconnect: Disconnect,
+        client: Option<&str>,
+        whitelist: &[String],
+    ) -> Result<(), Error> {
+        self.local_disconnect(user, disconnect.clone(), client, whitelist);
+        self.send_control(Msg::Disconnect {
+            user: user.to_owned(),
+            client: client.map(str::to_owned),
+            whitelist: whitelist.to_vec(),
+            code: disconnect.code,
+            reason: disconnect.reason.into_owned(),
+        })
+        .await
+    }
+
+    /// Refreshes a user's connections on every node: a new expiry, new info, or expired now.
+    pub async fn refresh_user(
+        &self,
+        user: &str,
+        client: Option<&str>,
+        expired: bool,
+        expire_at: Option<u64>,
+        info: Option<Bytes>,
+    ) -> Result<(), Error> {
+        let text = info
+            .as_ref()
+            .map(|b| String::from_utf8_lossy(b).into_owned());
+        self.local_refresh(user, client, expired, expire_at, info);
+        self.send_control(Msg::Refresh {
+            user: user.to_owned(),
+            client: client.map(str::to_owned),
+            expired,
+            expire_at,
+            info: text,
+        })
+        .await
+    }
+
+    /// Statistics of every live node: this one first, then the others that announced
+    /// themselves within the last 10 s.
+    pub fn cluster_info(&self) -> Vec<NodeInfo> {
+        let mut v = vec![self.info()];
+        v.extend(self.inner.cluster.peers());
+        v
+    }
+
+    /// Channels with subscribers on any node, with their total number of subscribers. Asks
+    /// every live node and waits up to 3 s for their answers.
+    pub async fn cluster_channels(&self) -> Result<Vec<(String, usize)>, Error> {
+        let peers = self.inner.cluster.peers().len();
+        let mut all: HashMap<String, usize> = self.channels().into_iter().collect();
+        if peers > 0 {
+            let (id, mut rx) = self.inner.cluster.open_survey();
+            let sent = self.send_control(Msg::SurveyChannels { id }).await;
+            if sent.is_ok() {
+                let deadline = tokio::time::Instant::now() + cluster::SURVEY_TIMEOUT;
+                let mut got = 0;
+                while got < peers {
+                    match tokio::time::timeout_at(deadline, rx.recv()).await {
+                        Ok(Some(chs)) => {
+                            got += 1;
+                            for (ch, n) in chs {
+                                *all.entry(ch).or_default() += n;
+                            }
+                        }
+                        _ => break,
+                    }
+                }
+                if got < peers {
+                    tracing::warn!(answered = got, peers, "channels survey timed out");
+                }
+            }
+            self.inner.cluster.close_survey(id);
+            sent?;
+        }
+        let mut v: Vec<(String, usize)> = all.into_iter().collect();
+        v.sort();
+        Ok(v)
+    }
+
+    /// Compares the stream position of every channel with positioned subscribers against
+    /// the broker's stream top. A channel behind the top (after a second look, so a
+    /// publication still in flight is not mistaken for a loss) has lost a publication: its
+    /// positioned subscribers resubscribe and recover.
+    async fn check_positions(&self) {
+        let positions = self.inner.hub.positions();
+        if positions.is_empty() {
+            return;
+        }
+        let broker = &self.inner.broker;
+        let top_only = HistoryFilter {
+            since: None,
+            limit: 0,
+            reverse: false,
+        };
+        let suspects: Vec<(String, StreamPosition)> =
+            futures_util::stream::iter(positions.into_iter().map(|(ch, epoch, offset)| {
+                let top_only = &top_only;
+                async move {
+                    let (_, top) = broker.history(&ch, top_only).await.ok()?;
+                    (top.epoch != epoch || top.offset > offset).then_some((ch, top))
+                }
+            }))
+            .buffer_unordered(32)
+            .filter_map(|x| async move { x })
+            .collect()
+            .await;
+        if suspects.is_empty() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        for (ch, top) in suspects {
+            let Some((epoch, offset)) = self.inner.hub.position(&ch) else {
+                continue;
+            };
+            if epoch == top.epoch && offset >= top.offset {
+                continue;
+            }
+            let n = self.inner.hub.stream_gap(&ch, &top.epoch, top.offset);
+            metrics::counter!("hub_stream_gaps_total").increment(1);
+            tracing::info!(channel = %ch, subscribers = n, "position check found a gap");
+        }
+    }
+
+    /// Whether the engine can serve (its backend reachable).
+    pub fn ready(&self) -> Result<(), EngineError> {
+        self.inner.broker.ready()
     }
 
     /// Local channels with their number of subscribers.

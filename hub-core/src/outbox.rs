@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use bytes::Bytes;
 use tokio::sync::Notify;
 
+use crate::codec::Codec;
 use crate::error::Disconnect;
 use crate::handler::SubscribeOptions;
 
@@ -24,6 +25,9 @@ pub(crate) enum Control {
     },
     /// Server-side unsubscribe (push 2000).
     Unsubscribe { channel: String },
+    /// The channel's stream has a gap: unsubscribe with code 2500, so the client
+    /// resubscribes and recovers.
+    InsufficientState { channel: String },
     /// Close the connection.
     Disconnect(Disconnect),
     /// Update expiry and info.
@@ -70,6 +74,8 @@ pub(crate) struct ClientShared {
     max_queue_bytes: usize,
     /// The connection negotiated permessage-deflate.
     pub(crate) deflate: bool,
+    /// The protocol flavour the connection speaks.
+    pub(crate) codec: Codec,
 }
 
 /// A gap between what a subscribe reply delivered and the live publications buffered
@@ -78,13 +84,14 @@ pub(crate) struct ClientShared {
 pub(crate) struct Gap;
 
 impl ClientShared {
-    pub(crate) fn new(id: Arc<str>, max_queue_bytes: usize, deflate: bool) -> Self {
+    pub(crate) fn new(id: Arc<str>, max_queue_bytes: usize, deflate: bool, codec: Codec) -> Self {
         ClientShared {
             id,
             outbox: Mutex::new(Outbox::default()),
             notify: Notify::new(),
             max_queue_bytes,
             deflate,
+            codec,
         }
     }
 
@@ -223,7 +230,7 @@ mod tests {
 
     #[test]
     fn buffered_publications_follow_the_reply_without_duplicates() {
-        let c = ClientShared::new("c".into(), 1 << 20, false);
+        let c = ClientShared::new("c".into(), 1 << 20, false, Codec::Json);
         c.start_buffering("ch");
         c.deliver("ch", 3, &b("p3").into());
         c.deliver("ch", 4, &b("p4").into());
@@ -238,7 +245,7 @@ mod tests {
 
     #[test]
     fn a_gap_in_buffered_publications_is_reported() {
-        let c = ClientShared::new("c".into(), 1 << 20, false);
+        let c = ClientShared::new("c".into(), 1 << 20, false, Codec::Json);
         c.start_buffering("ch");
         c.deliver("ch", 7, &b("p7").into());
         assert!(c.stop_buffering("ch", 5).is_err());
@@ -246,7 +253,7 @@ mod tests {
 
     #[test]
     fn overflowing_the_queue_closes_with_slow() {
-        let c = ClientShared::new("c".into(), 10, false);
+        let c = ClientShared::new("c".into(), 10, false, Codec::Json);
         c.enqueue(b("0123456"));
         c.enqueue(b("0123456"));
         let (q, close, _) = c.take();

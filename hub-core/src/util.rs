@@ -3,14 +3,19 @@
 /// Number of shards in registries and in-memory engines.
 pub(crate) const SHARDS: usize = 64;
 
-/// The shard of a key (FNV-1a).
-pub(crate) fn shard_of(key: &str) -> usize {
+/// FNV-1a, 64 bits: the hash of registry shards and of Redis engine shards.
+pub(crate) fn fnv1a(key: &str) -> u64 {
     let mut h: u64 = 0xcbf29ce484222325;
     for b in key.as_bytes() {
         h ^= *b as u64;
         h = h.wrapping_mul(0x100000001b3);
     }
-    (h % SHARDS as u64) as usize
+    h
+}
+
+/// The shard of a key (FNV-1a).
+pub(crate) fn shard_of(key: &str) -> usize {
+    (fnv1a(key) % SHARDS as u64) as usize
 }
 
 /// A fresh random stream epoch.

@@ -1,6 +1,6 @@
 //! The command line, shaped like Centrifugo's: `hub-server -c config.json` runs;
 //! `genconfig`, `gentoken`, `checkconfig` help set it up; `deadletters` lists and replays
-//! undelivered client `send` events.
+//! events the fire-and-forget proxies could not deliver.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -8,6 +8,11 @@ use std::path::{Path, PathBuf};
 use clap::{Parser, Subcommand};
 
 use crate::config::{self, Config, Loaded};
+use crate::dead_letter::{Attempt, DeadLetters, Entry, Kind};
+use crate::proxy::fire_and_forget::Deliverable;
+use crate::proxy::forward::PublicationEvent;
+use crate::proxy::send::SendEvent;
+use crate::proxy::Backend;
 
 /// Realtime WebSocket hub speaking the Centrifugo client protocol v2.
 #[derive(Debug, Parser)]
@@ -52,7 +57,8 @@ pub enum Command {
     },
     /// Check a config file and report problems and unknown keys.
     Checkconfig,
-    /// Client `send` events that client.proxy.send could not deliver (dead_letter.path).
+    /// Events that client.proxy.send or channel.proxy.publication_forward could not deliver
+    /// (the Redis stream with the Redis engine, else dead_letter.path).
     Deadletters {
         /// What to do with them.
         #[command(subcommand)]
@@ -65,7 +71,7 @@ pub enum Command {
 pub enum DeadLetterAction {
     /// Print the entries, one JSON object a line.
     List,
-    /// Send each entry to client.proxy.send once; remove the delivered ones, keep failures.
+    /// Send each entry once to the proxy of its kind; remove the delivered ones, keep failures.
     Replay,
 }
 
@@ -204,61 +210,76 @@ pub fn gentoken(config: &Config, user: &str, ttl: u64) -> Result<String, String>
     crate::auth::make_hs256(key, &claims)
 }
 
-/// `deadletters list`: the dead-letter entries, one JSON line each.
-pub fn deadletters_list(config: &Config) -> Result<String, String> {
-    let store = crate::dead_letter::DeadLetters::new(&config.dead_letter);
-    let lines = store.lines()?;
+/// `deadletters list`: the dead-letter entries (the Redis stream's, then the file's), one JSON
+/// line each.
+pub async fn deadletters_list(config: &Config) -> Result<String, String> {
+    let store = crate::dead_letter::DeadLetters::new(config)?;
+    let lines = store.list().await?;
     if lines.is_empty() {
-        return Ok(format!("no dead letters in {}", store.path().display()));
+        return Ok(format!("no dead letters in {}", store.describe()));
     }
     Ok(lines.join("\n"))
 }
 
-/// `deadletters replay`: sends each entry to `client.proxy.send` once (through its timeout
-/// and breaker), removes the delivered ones and keeps the others (attempts counted up, last
-/// error updated) and lines that do not parse. Entries the server appends meanwhile are
-/// kept.
-pub async fn deadletters_replay(config: &Config) -> Result<String, String> {
-    use crate::dead_letter::{now_ms, DeadLetters, Entry};
-    use crate::proxy::send::{attempt, SendEvent};
-
-    let Some(p) = config.client.proxy.send.active() else {
-        return Err("client.proxy.send is not enabled in the config".into());
+/// Replays one entry through `backend` as an `E`, when there is a backend for its kind.
+async fn redeliver<E: Deliverable>(backend: Option<&Backend>, e: &Entry) -> Attempt {
+    let (Some(backend), Some(event)) = (backend, E::from_entry(e)) else {
+        return Attempt::NotTried;
     };
-    let backend = crate::proxy::Backend::new(p)?;
-    let store = DeadLetters::new(&config.dead_letter);
-    let lines = store.lines()?;
-    let (mut delivered, mut kept) = (0usize, Vec::new());
-    for line in &lines {
-        let Ok(mut e) = serde_json::from_str::<Entry>(line) else {
-            kept.push(line.clone());
-            continue;
-        };
-        let Some(data) = e.payload() else {
-            kept.push(line.clone());
-            continue;
-        };
-        let event = SendEvent {
-            user: e.user.clone(),
-            client: e.client.clone(),
-            data,
-            timestamp_ms: e.timestamp_ms,
-        };
-        match attempt(&backend, &event, e.attempts.saturating_add(1)).await {
-            Ok(()) => delivered += 1,
-            Err(why) => {
-                e.attempts = e.attempts.saturating_add(1);
-                e.last_error = why;
-                e.failed_at_ms = now_ms();
-                kept.push(serde_json::to_string(&e).map_err(|e| e.to_string())?);
-            }
+    match event.attempt(backend, e.attempts.saturating_add(1)).await {
+        Ok(()) => Attempt::Delivered,
+        Err(why) => Attempt::Failed(why),
+    }
+}
+
+/// `deadletters replay`: sends each entry once (through the proxy's timeout and breaker) to
+/// the call of its kind — `send` entries to `client.proxy.send`, `publication` entries to
+/// `channel.proxy.publication_forward` — removes the delivered ones and keeps the others
+/// (attempts counted up, last error updated) and entries that do not parse. Entries the
+/// server stores meanwhile are kept. Fails before sending anything when the store holds an
+/// entry whose proxy the config does not enable.
+pub async fn deadletters_replay(config: &Config) -> Result<String, String> {
+    let store = DeadLetters::new(config)?;
+    let mut kinds: BTreeMap<&'static str, usize> = BTreeMap::new();
+    for line in store.list().await? {
+        if let Ok(e) = serde_json::from_str::<Entry>(&line) {
+            *kinds.entry(e.kind.as_str()).or_default() += 1;
         }
     }
-    store.finish_replay(lines.len(), &kept)?;
+    let send = config.client.proxy.send.active();
+    let forward = Some(&config.channel.proxy.publication_forward.proxy).filter(|p| p.is_set());
+    for (kind, key, proxy) in [
+        (Kind::Send, "client.proxy.send is not enabled", send),
+        (
+            Kind::Publication,
+            "channel.proxy.publication_forward.endpoint is not set",
+            forward,
+        ),
+    ] {
+        let n = kinds.get(kind.as_str()).copied().unwrap_or(0);
+        if n > 0 && proxy.is_none() {
+            return Err(format!(
+                "{key} in the config: it is needed to replay {n} {} dead letters",
+                kind.as_str()
+            ));
+        }
+    }
+    let send = send.map(Backend::new).transpose()?;
+    let forward = forward.map(Backend::new).transpose()?;
+    let (send, forward) = (send.as_ref(), forward.as_ref());
+    let r = store
+        .replay(|e| async move {
+            match e.kind {
+                Kind::Send => redeliver::<SendEvent>(send, &e).await,
+                Kind::Publication => redeliver::<PublicationEvent>(forward, &e).await,
+            }
+        })
+        .await?;
     Ok(format!(
-        "replayed {} dead letters from {}: {delivered} delivered, {} kept",
-        lines.len(),
-        store.path().display(),
-        kept.len()
+        "replayed {} dead letters from {}: {} delivered, {} kept",
+        r.read,
+        store.describe(),
+        r.delivered,
+        r.kept
     ))
 }

@@ -72,14 +72,19 @@ fn main() -> ExitCode {
                 Ok(l) => l.config,
                 Err(e) => return finish(Err(e)),
             };
-            return finish(match action {
-                DeadLetterAction::List => cli::deadletters_list(&config),
-                DeadLetterAction::Replay => tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .map_err(|e| format!("cannot start runtime: {e}"))
-                    .and_then(|rt| rt.block_on(cli::deadletters_replay(&config))),
-            });
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(r) => r,
+                Err(e) => return finish(Err(format!("cannot start runtime: {e}"))),
+            };
+            return finish(runtime.block_on(async {
+                match action {
+                    DeadLetterAction::List => cli::deadletters_list(&config).await,
+                    DeadLetterAction::Replay => cli::deadletters_replay(&config).await,
+                }
+            }));
         }
         None => {}
     }

@@ -50,12 +50,29 @@ pub async fn build(config: Config) -> Result<App, String> {
     // Before the node and the proxies start: they register their metric handles then.
     crate::metrics::handle();
     let rules = Rules::new(config.clone())?;
-    let node = Node::builder()
+    let mut builder = Node::builder()
         .config(config.node_config())
-        .handler(ServerHandler(rules.clone()))
+        .handler(ServerHandler(rules.clone()));
+    if config.engine.kind == "redis" {
+        let r = &config.engine.redis;
+        let mut rc = hub_core::redis::RedisConfig::default();
+        rc.addresses = r.shard_urls()?;
+        rc.prefix = r.prefix.clone();
+        rc.io_timeout = r.io_timeout;
+        rc.connect_timeout = r.connect_timeout;
+        rc.presence_ttl = config.engine.presence_ttl;
+        let engine = hub_core::redis::RedisEngine::connect(rc)
+            .await
+            .map_err(|e| format!("cannot connect the redis engine: {e}"))?;
+        tracing::info!(shards = r.shard_urls()?.len(), "redis engine connected");
+        builder = builder.broker(engine.clone()).presence(engine);
+    }
+    let node = builder
         .start()
         .await
         .map_err(|e| format!("cannot start node: {e}"))?;
+    metrics::gauge!("hub_connection_limit").set(config.client.connection_limit as f64);
+    let _ = engine_ready(&node);
     let executor = Executor::new(node.clone(), rules.clone());
     let api = ApiState {
         executor: executor.clone(),
@@ -101,9 +118,20 @@ async fn health() -> impl IntoResponse {
     )
 }
 
+/// Whether the node serves (engine reachable, not draining); sets `hub_engine_ready`.
+fn engine_ready(node: &Node) -> Result<(), String> {
+    let r = if node.is_shutting_down() {
+        Err("draining".to_string())
+    } else {
+        node.ready().map_err(|e| format!("engine not ready: {e}"))
+    };
+    metrics::gauge!("hub_engine_ready").set(if r.is_ok() { 1.0 } else { 0.0 });
+    r
+}
+
 async fn ready(State(node): State<Node>) -> Response {
-    if node.is_shutting_down() {
-        (StatusCode::SERVICE_UNAVAILABLE, "draining").into_response()
+    if let Err(e) = engine_ready(&node) {
+        (StatusCode::SERVICE_UNAVAILABLE, e).into_response()
     } else {
         (
             [(axum::http::header::CONTENT_TYPE, "application/json")],
@@ -113,7 +141,9 @@ async fn ready(State(node): State<Node>) -> Response {
     }
 }
 
-async fn metrics() -> impl IntoResponse {
+async fn metrics(State(node): State<Node>) -> impl IntoResponse {
+    // The check reads connection flags per shard, no I/O: cheap enough for every scrape.
+    let _ = engine_ready(&node);
     (
         [(
             axum::http::header::CONTENT_TYPE,
@@ -163,11 +193,21 @@ pub async fn serve(
     server.await?;
     // Upgraded connections are not tracked by the HTTP server: wait for the drain.
     let _ = tokio::time::timeout(timeout, drained.notified()).await;
-    // Client sends still waiting for their backend go to the dead-letter store.
+    // Client sends and forwarded publications still waiting for their backend go to the
+    // dead-letter store.
     if let Some(sender) = &rules.sender {
-        let n = sender.flush_pending();
+        let n = sender.flush_pending().await;
         if n > 0 {
             tracing::warn!(events = n, "sends pending at shutdown were dead-lettered");
+        }
+    }
+    if let Some(forwarder) = &rules.forwarder {
+        let n = forwarder.flush_pending().await;
+        if n > 0 {
+            tracing::warn!(
+                events = n,
+                "publication forwards pending at shutdown were dead-lettered"
+            );
         }
     }
     tracing::info!("stopped");

@@ -152,7 +152,7 @@ async fn a_send_that_always_fails_is_dead_lettered_and_replay_delivers_it() {
         "{e}"
     );
     assert!(e["timestamp_ms"].as_i64().unwrap() > 0);
-    let listed = hub_server::cli::deadletters_list(&cfg).unwrap();
+    let listed = hub_server::cli::deadletters_list(&cfg).await.unwrap();
     assert!(listed.contains(r#""user":"bob""#), "{listed}");
     s.shutdown().await;
 
@@ -175,6 +175,7 @@ async fn a_send_that_always_fails_is_dead_lettered_and_replay_delivers_it() {
         json!({"n": 1})
     );
     assert!(hub_server::cli::deadletters_list(&cfg)
+        .await
         .unwrap()
         .starts_with("no dead letters"));
 }
@@ -224,8 +225,8 @@ async fn sends_still_retrying_at_shutdown_are_dead_lettered() {
     let dl = tmp_file("shutdown");
     let mut cfg = config(&serve(fake.clone()).await, 50, &dl);
     // Long enough backoffs that the event is still waiting when the hub stops.
-    cfg.client.proxy.send.initial_backoff = Duration::from_secs(30);
-    cfg.client.proxy.send.max_backoff = Duration::from_secs(30);
+    cfg.client.proxy.send.retry.initial_backoff = Duration::from_secs(30);
+    cfg.client.proxy.send.retry.max_backoff = Duration::from_secs(30);
     let s = support::start(cfg).await;
     let mut ws = connected(s.addr, "carol").await;
     send(&mut ws, r#"{"send":{"data":{"n":7}}}"#).await;
@@ -246,9 +247,9 @@ async fn past_max_pending_new_sends_are_dead_lettered_at_once() {
     let fake = Fake::failing(usize::MAX);
     let dl = tmp_file("cap");
     let mut cfg = config(&serve(fake.clone()).await, 50, &dl);
-    cfg.client.proxy.send.initial_backoff = Duration::from_secs(30);
-    cfg.client.proxy.send.max_backoff = Duration::from_secs(30);
-    cfg.client.proxy.send.max_pending = 2;
+    cfg.client.proxy.send.retry.initial_backoff = Duration::from_secs(30);
+    cfg.client.proxy.send.retry.max_backoff = Duration::from_secs(30);
+    cfg.client.proxy.send.retry.max_pending = 2;
     let s = support::start(cfg).await;
     let mut ws = connected(s.addr, "dan").await;
     for n in 0..5 {

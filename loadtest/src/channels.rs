@@ -1,20 +1,22 @@
 //! `channels`: the shape of Centrifugo's published million-connection benchmark, scaled.
 //! Connection i subscribes to its personal channel `personal-<i>` and to its group's
 //! channel `group-<i / group-size>`; publications go to random group channels at
-//! `--group-rate` and to random personal channels at `--personal-rate`, one
-//! `POST /api/publish` each (not `/api/batch`: one call per publication keeps each
-//! publication's scheduled time, and its success, its own).
+//! `--group-rate` and to random personal channels at `--personal-rate`, one publish call each
+//! (`POST /api/publish`, a gRPC `Publish` or a client `publish` command, `--publish-via`; not
+//! `/api/batch`: one call per publication keeps each publication's scheduled time, and its
+//! success, its own).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::cli::ChannelsArgs;
+use crate::cli::{ChannelsArgs, PublishVia};
 use crate::fanout::{self, PublishLog, Stream, CONTAMINATION_CORES};
 use crate::procfs::{CpuSnapshot, CpuUsage};
+use crate::publisher::PublishPath;
 use crate::stats::{self, LatencySummary};
-use crate::workers::ChannelSpec;
+use crate::workers::{ChannelSpec, Watch};
 use crate::{scenario, Outcome};
 
 /// The channels of connection `i`: its personal channel and its group's.
@@ -42,8 +44,14 @@ pub(crate) struct ChannelsReport {
     pub(crate) scenario: &'static str,
     /// The WebSocket URL(s).
     pub(crate) url: String,
+    /// The connections' protocol flavour: "json" or "protobuf" (`--protobuf`).
+    pub(crate) protocol: crate::conn::Flavour,
     /// The server API URL.
     pub(crate) api_url: String,
+    /// The path the publications took (`--publish-via`): "http", "grpc" or "client".
+    pub(crate) publish_via: PublishVia,
+    /// Its endpoint: the server API's URL, the gRPC address, or the publisher's WebSocket URL.
+    pub(crate) publish_url: String,
     /// Connections asked for.
     pub(crate) connections: u64,
     /// Connected and subscribed to both channels.
@@ -66,11 +74,11 @@ pub(crate) struct ChannelsReport {
     pub(crate) size_bytes: u64,
     /// Publishing time, seconds.
     pub(crate) duration_secs: f64,
-    /// The API method used per publication.
+    /// The method called per publication (`publish`, on every path).
     pub(crate) api_method: &'static str,
     /// Publications on the schedules.
     pub(crate) publications_scheduled: u64,
-    /// Publications the server API accepted.
+    /// Publications the hub accepted.
     pub(crate) publications_sent: u64,
     /// Publish failures by kind (skipped and abandoned calls included).
     pub(crate) publish_failures: BTreeMap<String, u64>,
@@ -88,21 +96,24 @@ pub(crate) struct ChannelsReport {
     pub(crate) latency: LatencySummary,
     /// Time for a connection to be connected and subscribed.
     pub(crate) connect_latency: LatencySummary,
+    /// The server processes measured (`--pid`; a cluster's nodes): the server CPU and RSS
+    /// figures are sums over them.
+    pub(crate) server_pids: Vec<u32>,
     /// CPU use during the measurement window.
     pub(crate) cpu: CpuUsage,
-    /// Server CPU per delivery, µs (with --pid).
+    /// Server CPU per delivery, µs (with --pid; of all its processes).
     pub(crate) server_cpu_us_per_delivery: Option<f64>,
-    /// Average server cores busy (with --pid).
+    /// Average server cores busy (with --pid; all its processes together).
     pub(crate) server_cores: Option<f64>,
     /// Average cores busy in this client.
     pub(crate) client_cores: Option<f64>,
     /// Average cores busy in other processes.
     pub(crate) other_cores: Option<f64>,
-    /// Server RSS before opening, bytes (with --pid).
+    /// Server RSS before opening, bytes (with --pid; summed over its processes).
     pub(crate) server_rss_before_bytes: Option<u64>,
-    /// Server RSS once all were connected and settled, bytes (with --pid).
+    /// Server RSS once all were connected and settled, bytes (with --pid; summed).
     pub(crate) server_rss_connected_bytes: Option<u64>,
-    /// RSS growth per connected connection, bytes (with --pid).
+    /// RSS growth per connected connection, bytes (with --pid; of the sums).
     pub(crate) server_rss_per_connection_bytes: Option<f64>,
     /// Warnings about the measurement.
     pub(crate) warnings: Vec<String>,
@@ -123,23 +134,23 @@ pub(crate) async fn run(
     }
     let n = usize::try_from(args.connections).map_err(|e| e.to_string())?;
     let group_size = usize::try_from(args.group_size).map_err(|e| e.to_string())?;
-    let rss_before = scenario::server_rss_before(c.pid)?;
-    let api = fanout::api_client(&args.api, allow_remote).await?;
+    let rss_before = scenario::server_rss_before(&c.pid)?;
+    let path = Arc::new(PublishPath::open(&args.api, c, "group-0", allow_remote).await?);
 
     let (clock, mut held, opened) = scenario::open_subscribers(
         c,
         allow_remote,
         args.connections,
-        (u64::from(args.api.publish_connections), "--connections"),
+        (args.api.files(), "--connections"),
         ChannelSpec::PersonalGroup { group_size },
         args.output.report.is_some(),
-        progress,
+        Watch::bar(progress),
     )
     .await?;
     tokio::time::sleep(args.settle).await;
-    let rss_connected = scenario::settled_server_rss(c.pid).await;
+    let rss_connected = scenario::settled_server_rss(&c.pid).await;
 
-    let cpu_before = CpuSnapshot::with_workers(c.pid, &held.pids());
+    let cpu_before = CpuSnapshot::with_workers(&c.pid, &held.pids());
     let log = Arc::new(PublishLog::new());
     let (start, start_us) = scenario::schedule_start(clock, &mut held);
     let groups = group_counts(&opened.connected_ids, group_size);
@@ -152,7 +163,7 @@ pub(crate) async fn run(
         Stream {
             route: Box::new(move |_| {
                 let g = group_rng.usize(..group_count);
-                (format!("\"group-{g}\""), groups[g])
+                (format!("group-{g}"), groups[g])
             }),
             rate: args.group_rate,
             total: group_total,
@@ -160,14 +171,14 @@ pub(crate) async fn run(
         Stream {
             route: Box::new(move |_| {
                 let i = personal_rng.usize(..personal.len());
-                (format!("\"personal-{i}\""), u64::from(personal[i]))
+                (format!("personal-{i}"), u64::from(personal[i]))
             }),
             rate: args.personal_rate,
             total: personal_total,
         },
     ];
     let (skipped, abandoned) = fanout::publish_streams(
-        &api,
+        &path,
         &log,
         streams,
         args.publish.size as usize,
@@ -179,7 +190,7 @@ pub(crate) async fn run(
     let sent = log.ok.load(Ordering::Relaxed);
     let expected = log.expected.load(Ordering::Relaxed);
     held.drain(expected, args.publish.drain).await;
-    let cpu_after = CpuSnapshot::with_workers(c.pid, &held.pids());
+    let cpu_after = CpuSnapshot::with_workers(&c.pid, &held.pids());
     let received = held.stop().await;
     let ending = received.ending;
 
@@ -204,7 +215,10 @@ pub(crate) async fn run(
     let report = ChannelsReport {
         scenario: "channels",
         url: c.url.clone(),
+        protocol: c.wire().flavour,
         api_url: args.api.api_url.clone(),
+        publish_via: path.via,
+        publish_url: path.url.clone(),
         connections: args.connections,
         connected: opened.connected,
         failures: opened.failures.clone(),
@@ -231,6 +245,7 @@ pub(crate) async fn run(
         server_cores: cpu.server_cores(),
         client_cores: cpu.client_cores(),
         other_cores: cpu.other_cores(),
+        server_pids: c.pid.clone(),
         cpu,
         server_rss_before_bytes: rss_before,
         server_rss_connected_bytes: rss_connected,
@@ -247,6 +262,7 @@ pub(crate) async fn run(
             "channels",
             &report.human(),
             &received.timeline.seconds(),
+            &[],
         )?;
     }
     let complete = report.deliveries == report.deliveries_expected
@@ -266,7 +282,7 @@ impl ChannelsReport {
         };
         line(format!(
             "channels: {} connections (personal + group of {}; {} groups), {}/s to groups + {}/s \
-             to personal channels × {} B for {:.1} s ({})",
+             to personal channels × {} B for {:.1} s ({}, {})",
             self.connections,
             self.group_size,
             self.groups,
@@ -274,7 +290,8 @@ impl ChannelsReport {
             self.personal_rate_per_sec,
             self.size_bytes,
             self.duration_secs,
-            self.url
+            self.url,
+            self.protocol.label()
         ));
         line(format!(
             "  connections   {} connected, {} failed, {} dropped",
@@ -289,8 +306,12 @@ impl ChannelsReport {
             line(format!("    first error: {e}"));
         }
         line(format!(
-            "  publications  {} sent of {} scheduled (one /api/{} each)",
-            self.publications_sent, self.publications_scheduled, self.api_method
+            "  publications  {} sent of {} scheduled (one {} call each), via {} ({})",
+            self.publications_sent,
+            self.publications_scheduled,
+            self.api_method,
+            self.publish_via.label(),
+            self.publish_url
         ));
         for (kind, n) in &self.publish_failures {
             line(format!("    {n} × {kind}"));
@@ -313,8 +334,9 @@ impl ChannelsReport {
         let cores = |c: Option<f64>| c.map_or("-".to_owned(), |c| format!("{c:.2}"));
         if let Some(us) = self.server_cpu_us_per_delivery {
             line(format!(
-                "  server CPU    {us:.2} µs per delivery ({} cores busy)",
-                cores(self.server_cores)
+                "  server CPU    {us:.2} µs per delivery ({} cores busy; {})",
+                cores(self.server_cores),
+                scenario::pids_label(&self.server_pids)
             ));
         }
         line(format!(

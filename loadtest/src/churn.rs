@@ -1,4 +1,5 @@
-//! `churn`: stable subscribers receive publications at a fixed rate (through the server API)
+//! `churn`: stable subscribers receive publications at a fixed rate (through the HTTP or gRPC
+//! server API, or a client connection: `--publish-via`)
 //! while other connections open (token + subscribe to the same channel) at a fixed rate and
 //! close after `--lifetime`. Reports the churning connections' connect latency and errors,
 //! and delivery (count and latency) to the stable ones.
@@ -11,14 +12,15 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use crate::cli::ChurnArgs;
+use crate::cli::{ChurnArgs, PublishVia};
 use crate::conn::{self, ConnError, EndReason, Ignore};
 use crate::fanout::{self, PublishLog, Stream, CONTAMINATION_CORES};
-use crate::procfs::{self, CpuSnapshot, CpuUsage, Proc};
+use crate::procfs::{self, CpuSnapshot, CpuUsage};
+use crate::publisher::PublishPath;
 use crate::stats::{self, LatencySummary};
 use crate::swarm;
 use crate::target::{self, WsTarget};
-use crate::workers::ChannelSpec;
+use crate::workers::{ChannelSpec, Watch};
 use crate::{scenario, token, Outcome};
 
 /// The most churning connections one run may open.
@@ -43,8 +45,14 @@ pub(crate) struct ChurnReport {
     pub(crate) scenario: &'static str,
     /// The WebSocket URL(s).
     pub(crate) url: String,
+    /// The connections' protocol flavour: "json" or "protobuf" (`--protobuf`).
+    pub(crate) protocol: crate::conn::Flavour,
     /// The server API URL.
     pub(crate) api_url: String,
+    /// The path the publications took (`--publish-via`): "http", "grpc" or "client".
+    pub(crate) publish_via: PublishVia,
+    /// Its endpoint: the server API's URL, the gRPC address, or the publisher's WebSocket URL.
+    pub(crate) publish_url: String,
     /// The channel.
     pub(crate) channel: String,
     /// Stable subscribers asked for.
@@ -81,7 +89,7 @@ pub(crate) struct ChurnReport {
     pub(crate) rate_per_sec: f64,
     /// Publications on the schedule.
     pub(crate) publications_scheduled: u64,
-    /// Publications the server API accepted.
+    /// Publications the hub accepted.
     pub(crate) publications_sent: u64,
     /// Publish failures by kind (skipped and abandoned calls included).
     pub(crate) publish_failures: BTreeMap<String, u64>,
@@ -91,18 +99,22 @@ pub(crate) struct ChurnReport {
     pub(crate) deliveries_expected: u64,
     /// Scheduled send time to receipt, stable subscribers.
     pub(crate) latency: LatencySummary,
+    /// The server processes measured (`--pid`; a cluster's nodes): the server CPU and RSS
+    /// figures are sums over them.
+    pub(crate) server_pids: Vec<u32>,
     /// CPU use during the measurement window.
     pub(crate) cpu: CpuUsage,
     /// Server CPU per delivery to a stable subscriber, µs (with --pid; the churn's cost is
     /// in it).
     pub(crate) server_cpu_us_per_delivery: Option<f64>,
-    /// Average server cores busy (with --pid).
+    /// Average server cores busy (with --pid; all its processes together).
     pub(crate) server_cores: Option<f64>,
     /// Average cores busy in this client.
     pub(crate) client_cores: Option<f64>,
     /// Average cores busy in other processes.
     pub(crate) other_cores: Option<f64>,
-    /// The server's RSS at the end, churning connections closed, bytes (with --pid).
+    /// The server's RSS at the end, churning connections closed, bytes (with --pid; summed
+    /// over its processes).
     pub(crate) server_rss_end_bytes: Option<u64>,
     /// Warnings about the measurement.
     pub(crate) warnings: Vec<String>,
@@ -146,12 +158,8 @@ pub(crate) async fn run(
     target::check_sources(&c.source_addrs, allow_remote)?;
     let in_flight = churn_in_flight(args.churn, args.lifetime, c.connect_timeout);
     let stable = usize::try_from(args.stable).map_err(|e| e.to_string())?;
-    if let Some(p) = c.pid {
-        if Proc::Pid(p).cpu_ns().is_none() {
-            return Err(procfs::unreadable(p));
-        }
-    }
-    let api = fanout::api_client(&args.api, allow_remote).await?;
+    procfs::check_readable(&c.pid)?;
+    let path = Arc::new(PublishPath::open(&args.api, c, &args.channel, allow_remote).await?);
 
     let sources = Arc::new(c.source_addrs.clone());
     // The churning connections stay in this process, beside the publisher's.
@@ -160,22 +168,22 @@ pub(crate) async fn run(
         allow_remote,
         args.stable,
         (
-            in_flight + u64::from(args.api.publish_connections),
+            in_flight + args.api.files(),
             "--stable (plus the churning connections)",
         ),
         ChannelSpec::Fixed(args.channel.clone()),
         args.output.report.is_some(),
-        progress,
+        Watch::bar(progress),
     )
     .await?;
 
-    let cpu_before = CpuSnapshot::with_workers(c.pid, &held.pids());
+    let cpu_before = CpuSnapshot::with_workers(&c.pid, &held.pids());
     let log = Arc::new(PublishLog::new());
     let (start, start_us) = scenario::schedule_start(clock, &mut held);
-    let json = serde_json::to_string(&args.channel).map_err(|e| e.to_string())?;
+    let channel = args.channel.clone();
     let receivers = opened.connected;
     let streams = vec![Stream {
-        route: Box::new(move |_| (json.clone(), receivers)),
+        route: Box::new(move |_| (channel.clone(), receivers)),
         rate: args.rate,
         total: total_pubs,
     }];
@@ -191,12 +199,12 @@ pub(crate) async fn run(
             period: Duration::from_secs_f64(1.0 / args.churn),
             lifetime: args.lifetime,
             connect_timeout: c.connect_timeout,
-            compression: c.compression,
+            wire: c.wire(),
         },
         tokio::time::Instant::from_std(start),
     ));
     let (skipped, abandoned) = fanout::publish_streams(
-        &api,
+        &path,
         &log,
         streams,
         args.publish.size as usize,
@@ -211,8 +219,8 @@ pub(crate) async fn run(
     let churned = churner
         .await
         .map_err(|e| format!("the churn task failed: {e}"))?;
-    let cpu_after = CpuSnapshot::with_workers(c.pid, &held.pids());
-    let rss_end = c.pid.and_then(|p| Proc::Pid(p).rss());
+    let cpu_after = CpuSnapshot::with_workers(&c.pid, &held.pids());
+    let rss_end = scenario::server_rss(&c.pid);
     let received = held.stop().await;
     let ending = received.ending;
 
@@ -234,7 +242,10 @@ pub(crate) async fn run(
     let report = ChurnReport {
         scenario: "churn",
         url: c.url.clone(),
+        protocol: c.wire().flavour,
         api_url: args.api.api_url.clone(),
+        publish_via: path.via,
+        publish_url: path.url.clone(),
         channel: args.channel.clone(),
         stable: args.stable,
         stable_connected: opened.connected,
@@ -262,12 +273,19 @@ pub(crate) async fn run(
         server_cores: cpu.server_cores(),
         client_cores: cpu.client_cores(),
         other_cores: cpu.other_cores(),
+        server_pids: c.pid.clone(),
         cpu,
         server_rss_end_bytes: rss_end,
         warnings,
     };
     if let Some(dir) = &args.output.report {
-        crate::report::write(dir, "churn", &report.human(), &received.timeline.seconds())?;
+        crate::report::write(
+            dir,
+            "churn",
+            &report.human(),
+            &received.timeline.seconds(),
+            &[],
+        )?;
     }
     let complete = report.deliveries == report.deliveries_expected
         && report.publications_sent == report.publications_scheduled
@@ -292,7 +310,7 @@ struct ChurnPlan {
     period: Duration,
     lifetime: Duration,
     connect_timeout: Duration,
-    compression: bool,
+    wire: conn::Wire,
 }
 
 /// The churn, summed up.
@@ -350,13 +368,12 @@ async fn churn(plan: ChurnPlan, start: tokio::time::Instant) -> ChurnTally {
         let target = target.clone();
         let token = token::for_connection(&plan.secret, i);
         let channels = vec![plan.channel.clone()];
-        let (compression, timeout, lifetime) =
-            (plan.compression, plan.connect_timeout, plan.lifetime);
+        let (wire, timeout, lifetime) = (plan.wire, plan.connect_timeout, plan.lifetime);
         let sink = sink.clone();
         tally.attempted += 1;
         tasks.spawn(async move {
             let t = Instant::now();
-            match conn::open(&target, source, &token, &channels, compression, timeout).await {
+            match conn::open(&target, source, &token, &channels, wire, timeout).await {
                 Err(e) => Churned::Failed(e),
                 Ok(session) => {
                     let latency = t.elapsed();
@@ -402,14 +419,15 @@ impl ChurnReport {
             s.push('\n');
         };
         line(format!(
-            "churn: {} stable on {:?}, {}/s opening for {:.1} s each, {}/s publications for {:.1} s ({})",
+            "churn: {} stable on {:?}, {}/s opening for {:.1} s each, {}/s publications for {:.1} s ({}, {})",
             self.stable,
             self.channel,
             self.churn_per_sec,
             self.lifetime_secs,
             self.rate_per_sec,
             self.duration_secs,
-            self.url
+            self.url,
+            self.protocol.label()
         ));
         line(format!(
             "  stable        {} connected, {} failed, {} dropped",
@@ -440,8 +458,11 @@ impl ChurnReport {
             l.p50_ms, l.p99_ms, l.max_ms
         ));
         line(format!(
-            "  publications  {} sent of {} scheduled",
-            self.publications_sent, self.publications_scheduled
+            "  publications  {} sent of {} scheduled, via {} ({})",
+            self.publications_sent,
+            self.publications_scheduled,
+            self.publish_via.label(),
+            self.publish_url
         ));
         for (kind, n) in &self.publish_failures {
             line(format!("    {n} × {kind}"));
@@ -458,8 +479,9 @@ impl ChurnReport {
         let cores = |c: Option<f64>| c.map_or("-".to_owned(), |c| format!("{c:.2}"));
         if let Some(us) = self.server_cpu_us_per_delivery {
             line(format!(
-                "  server CPU    {us:.2} µs per stable delivery, churn included ({} cores busy)",
-                cores(self.server_cores)
+                "  server CPU    {us:.2} µs per stable delivery, churn included ({} cores busy; {})",
+                cores(self.server_cores),
+                scenario::pids_label(&self.server_pids)
             ));
         }
         line(format!(

@@ -4,8 +4,8 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-/// Benchmark client for the hub, speaking the Centrifugo client protocol v2 (JSON) and the
-/// server API. Targets loopback only unless --allow-remote is given.
+/// Benchmark client for the hub, speaking the Centrifugo client protocol v2 (JSON, or
+/// Protobuf with --protobuf) and the server API. Targets loopback only unless --allow-remote is given.
 #[derive(Debug, Parser)]
 #[command(name = "loadtest", version)]
 pub(crate) struct Cli {
@@ -24,10 +24,13 @@ pub(crate) struct Cli {
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
     /// Open N connections, each connected with a token and subscribed, hold them, and report
-    /// the connect rate and the server's memory per connection.
+    /// the connect rate and the server's memory per connection (also read every N/20
+    /// connections, at least 500, while they open), from /proc with --pid, else from each
+    /// node's /metrics.
     Idle(IdleArgs),
-    /// N subscribers on one channel, a publisher posting to /api/publish at a fixed rate;
-    /// report delivery latency (free of coordinated omission) and server CPU per delivery.
+    /// N subscribers on one channel, a publisher at a fixed rate (through the HTTP or gRPC
+    /// server API, or a client connection: --publish-via); report delivery latency (free of
+    /// coordinated omission) and server CPU per delivery.
     Fanout(FanoutArgs),
     /// Stable subscribers receive publications at a fixed rate while other connections open
     /// (token + subscribe to the same channel) and close at a given rate; report connect
@@ -47,23 +50,88 @@ pub(crate) enum Command {
     },
 }
 
-/// The server API the publications go through.
+/// The path a publication takes to the hub (`--publish-via`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum PublishVia {
+    /// `POST <api-url>/api/publish`, the HTTP server API (`http_api.key`).
+    Http,
+    /// `Publish` of the gRPC server API at --grpc-url (`grpc_api.enabled`, `grpc_api.key`).
+    Grpc,
+    /// A `publish` command from one more client connection (user "lt-publisher"); the
+    /// channel's namespace must allow it: `allow_publish_for_client`.
+    Client,
+}
+
+impl PublishVia {
+    /// How reports name it.
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            PublishVia::Http => "HTTP server API",
+            PublishVia::Grpc => "gRPC server API",
+            PublishVia::Client => "client publish",
+        }
+    }
+}
+
+/// The path the publications take: the HTTP or gRPC server API, or a client connection.
 #[derive(Debug, Args)]
 pub(crate) struct ApiOpts {
+    /// How publications reach the hub. http: POST <api-url>/api/publish. grpc: Publish of the
+    /// gRPC server API at --grpc-url (the hub needs grpc_api.enabled; the key goes as metadata
+    /// `authorization: apikey KEY`). client: one extra WebSocket connection (token for user
+    /// "lt-publisher", signed with --secret, to the first --url) sends `publish` commands;
+    /// the channel's namespace must have allow_publish_for_client (allow_publish_for_subscriber
+    /// is not enough: the publisher does not subscribe), and the hub's
+    /// client.command_rate_limit (100/s by default) must allow the publication rate, its
+    /// client.max_message_size (64 KiB) the --size. With grpc and client, one probe
+    /// publication ({"loadtest":"probe"}) checks the path before any subscriber opens, so a
+    /// wrong key or a refused publish fails the run at once.
+    #[arg(long, value_enum, default_value_t = PublishVia::Http)]
+    pub(crate) publish_via: PublishVia,
     /// Base URL of the server API (the client posts to <api-url>/api/publish). With several
     /// --url values (a cluster), publications go through this one node; of a
     /// comma-separated list, the first is used.
     #[arg(long, default_value = "http://127.0.0.1:8000")]
     pub(crate) api_url: String,
-    /// Server API key (http_api.key), sent as X-API-Key.
+    /// Address of the gRPC server API (--publish-via grpc; the hub's grpc_api.port).
+    #[arg(long, default_value = "http://127.0.0.1:10000")]
+    pub(crate) grpc_url: String,
+    /// Server API key: http_api.key (sent as X-API-Key) or, with --publish-via grpc,
+    /// grpc_api.key. Not needed with --publish-via client.
     #[arg(long)]
-    pub(crate) api_key: String,
-    /// Keep-alive HTTP connections for publishing, so that slow calls overlap.
+    pub(crate) api_key: Option<String>,
+    /// Keep-alive HTTP connections (http) or HTTP/2 connections (grpc, calls multiplexed)
+    /// for publishing, so that slow calls overlap. With --publish-via client: one connection,
+    /// commands pipelined on it.
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub(crate) publish_connections: u32,
     /// Time limit for one publish call (counted once it has a connection).
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub(crate) publish_timeout: Duration,
+}
+
+impl ApiOpts {
+    /// The open files the publisher needs.
+    pub(crate) fn files(&self) -> u64 {
+        match self.publish_via {
+            PublishVia::Http | PublishVia::Grpc => u64::from(self.publish_connections),
+            PublishVia::Client => 1,
+        }
+    }
+
+    /// `--api-key`, required by the server APIs.
+    pub(crate) fn key(&self) -> Result<&str, String> {
+        self.api_key.as_deref().ok_or_else(|| {
+            format!(
+                "--api-key is required with --publish-via {}",
+                match self.publish_via {
+                    PublishVia::Grpc => "grpc (the hub's grpc_api.key)",
+                    _ => "http (the hub's http_api.key)",
+                }
+            )
+        })
+    }
 }
 
 /// Options shared by the scenarios that publish.
@@ -81,7 +149,8 @@ pub(crate) struct PublishOpts {
 #[derive(Debug, Args)]
 pub(crate) struct ReportOpts {
     /// Write report.md (summary, command line, machine, date) and SVG plots (latency
-    /// percentiles and deliveries per second) into this directory.
+    /// percentiles and deliveries per second; for idle, server memory per connection vs
+    /// connections) into this directory.
     #[arg(long, value_name = "DIR")]
     pub(crate) report: Option<std::path::PathBuf>,
 }
@@ -187,14 +256,33 @@ pub(crate) struct ConnectOpts {
     /// No new connection is started after this time from the first.
     #[arg(long, default_value = "120s", value_parser = parse_duration)]
     pub(crate) max_connect_time: Duration,
-    /// The server's process id: report its memory (idle) or CPU (fanout) from /proc.
-    #[arg(long)]
-    pub(crate) pid: Option<u32>,
+    /// The server's process id, or the ids of a cluster's nodes, comma-separated (e.g.
+    /// `--pid $(pgrep -d, -f hub-server)`): report their memory and CPU from /proc, summed
+    /// over the processes. Without it, idle reads the memory from each node's /metrics.
+    #[arg(long, value_delimiter = ',')]
+    pub(crate) pid: Vec<u32>,
     /// Offer permessage-deflate (client_no_context_takeover, server_no_context_takeover) and
     /// fail unless the server accepts it; compressed messages are inflated, each on its own.
     /// This client's own frames go uncompressed.
     #[arg(long)]
     pub(crate) compression: bool,
+    /// Speak the Protobuf flavour of the client protocol instead of JSON: offer subprotocol
+    /// centrifuge-protobuf and fail unless the server accepts it; commands and replies go in
+    /// binary frames, each prefixed by its length as a varint. Publication data arrives as
+    /// bytes (the publisher's JSON text). Combines with --compression. The client publisher's
+    /// own connection (--publish-via client) stays JSON.
+    #[arg(long)]
+    pub(crate) protobuf: bool,
+}
+
+impl ConnectOpts {
+    /// How the connections talk: the flavour, and permessage-deflate.
+    pub(crate) fn wire(&self) -> crate::conn::Wire {
+        crate::conn::Wire {
+            flavour: crate::conn::Flavour::of(self.protobuf),
+            compression: self.compression,
+        }
+    }
 }
 
 /// `idle` options.
@@ -218,6 +306,12 @@ pub(crate) struct IdleArgs {
     /// Time to hold the connections open after measuring.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub(crate) hold: Duration,
+    /// Without --pid, the server's memory is `process_resident_memory_bytes` of each node's
+    /// Prometheus endpoint (summed over a cluster's nodes): these URLs, comma-separated (one
+    /// without a path gets /metrics). Default: http://<host:port of each --url>/metrics,
+    /// read if it answers.
+    #[arg(long, value_delimiter = ',', conflicts_with = "pid")]
+    pub(crate) metrics_url: Vec<String>,
     /// Report options.
     #[command(flatten)]
     pub(crate) output: ReportOpts,
@@ -321,6 +415,8 @@ mod tests {
         };
         assert_eq!(a.connections, 5);
         assert!(a.connect.compression);
+        assert!(!a.connect.protobuf);
+        assert!(a.connect.pid.is_empty());
         assert_eq!(a.hold, Duration::from_secs(1));
         assert!(
             Cli::try_parse_from(["loadtest", "idle"]).is_err(),
@@ -341,6 +437,8 @@ mod tests {
             "3",
             "--personal-rate",
             "0",
+            "--pid",
+            "101,102,103",
             "--report",
             "out",
         ])
@@ -350,6 +448,7 @@ mod tests {
         };
         assert_eq!(a.connect.source_addrs.len(), 2);
         assert_eq!(a.connect.workers, Some(3));
+        assert_eq!(a.connect.pid, [101, 102, 103]);
         assert_eq!((a.group_size, a.personal_rate), (10, 0.0));
         assert_eq!(
             a.output.report.as_deref(),
@@ -364,12 +463,18 @@ mod tests {
             "k",
             "--churn",
             "5",
+            "--pid",
+            "7",
         ])
         .unwrap();
         let Command::Churn(a) = c.command else {
             panic!()
         };
         assert_eq!((a.churn, a.lifetime), (5.0, Duration::from_secs(2)));
+        assert_eq!(a.connect.pid, [7]);
+        assert!(
+            Cli::try_parse_from(["loadtest", "idle", "--secret", "s", "--pid", "1,x"]).is_err()
+        );
         assert!(
             Cli::try_parse_from(["loadtest", "idle", "--secret", "s", "--workers", "0"]).is_err()
         );
@@ -382,6 +487,87 @@ mod tests {
             "k",
             "--size",
             "10"
+        ])
+        .is_err());
+    }
+
+    #[test]
+    fn every_scenario_takes_protobuf() {
+        use crate::conn::{Flavour, Wire};
+        for scenario in ["idle", "fanout", "churn", "channels"] {
+            let c = Cli::try_parse_from(["loadtest", scenario, "--secret", "s", "--protobuf"])
+                .unwrap_or_else(|e| panic!("{scenario}: {e}"));
+            let connect = match c.command {
+                Command::Idle(a) => a.connect,
+                Command::Fanout(a) => a.connect,
+                Command::Churn(a) => a.connect,
+                Command::Channels(a) => a.connect,
+                Command::Worker { .. } => unreachable!(),
+            };
+            assert_eq!(
+                connect.wire(),
+                Wire {
+                    flavour: Flavour::Protobuf,
+                    compression: false
+                }
+            );
+        }
+        assert_eq!(
+            serde_json::to_value(Flavour::Protobuf).unwrap(),
+            serde_json::json!("protobuf")
+        );
+    }
+
+    #[test]
+    fn publications_go_through_http_grpc_or_a_client() {
+        let fanout = |extra: &[&str]| {
+            let mut args = vec!["loadtest", "fanout", "--secret", "s"];
+            args.extend(extra);
+            match Cli::try_parse_from(args).map(|c| c.command) {
+                Ok(Command::Fanout(a)) => Ok(a),
+                Ok(other) => panic!("{other:?}"),
+                Err(e) => Err(e),
+            }
+        };
+        let a = fanout(&["--api-key", "k"]).unwrap();
+        assert_eq!(a.api.publish_via, PublishVia::Http);
+        assert_eq!(a.api.grpc_url, "http://127.0.0.1:10000");
+        assert_eq!((a.api.key(), a.api.files()), (Ok("k"), 16));
+        let a = fanout(&["--publish-via", "grpc", "--grpc-url", "http://127.0.0.1:9"]).unwrap();
+        assert_eq!(a.api.publish_via, PublishVia::Grpc);
+        assert_eq!(a.api.grpc_url, "http://127.0.0.1:9");
+        let e = a.api.key().unwrap_err();
+        assert!(e.contains("--api-key") && e.contains("grpc_api.key"), "{e}");
+        let a = fanout(&["--publish-via", "client"]).unwrap();
+        assert_eq!((a.api.publish_via, a.api.files()), (PublishVia::Client, 1));
+        assert!(fanout(&["--publish-via", "carrier-pigeon"]).is_err());
+        assert_eq!(
+            serde_json::to_value(PublishVia::Grpc).unwrap(),
+            serde_json::json!("grpc")
+        );
+        // --metrics-url is idle's, and --pid takes its place.
+        let c = Cli::try_parse_from([
+            "loadtest",
+            "idle",
+            "--secret",
+            "s",
+            "--metrics-url",
+            "http://127.0.0.1:1/metrics,http://127.0.0.1:2",
+        ])
+        .unwrap();
+        let Command::Idle(a) = c.command else {
+            panic!()
+        };
+        assert_eq!(a.metrics_url.len(), 2);
+        assert!(Cli::try_parse_from([
+            "loadtest",
+            "idle",
+            "--secret",
+            "s",
+            "--pid",
+            "1",
+            "--metrics-url",
+            "http://127.0.0.1:1/metrics",
         ])
         .is_err());
     }

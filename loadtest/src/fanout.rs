@@ -1,24 +1,24 @@
-//! `fanout`: N subscribers on one channel, publications posted to `/api/publish` on a fixed
-//! schedule. Each publication's data carries its *scheduled* send time, and each subscriber
-//! records `receipt - scheduled`, so a slow server or a late publisher shows up in the
-//! latency instead of silently stretching the schedule (no coordinated omission).
+//! `fanout`: N subscribers on one channel, publications sent on a fixed schedule through the
+//! HTTP server API (`/api/publish`), the gRPC server API or a client connection
+//! (`--publish-via`). Each publication's data carries its *scheduled* send time, and each
+//! subscriber records `receipt - scheduled`, so a slow server or a late publisher shows up in
+//! the latency instead of silently stretching the schedule (no coordinated omission).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use serde_json::value::RawValue;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
-use crate::cli::FanoutArgs;
-use crate::conn::PubSink;
-use crate::procfs::{self, CpuSnapshot, CpuUsage, Proc};
-use crate::publish::ApiClient;
+use crate::cli::{FanoutArgs, PublishVia};
+use crate::conn::{Flavour, PubSink};
+use crate::procfs::{self, CpuSnapshot, CpuUsage};
+use crate::publisher::PublishPath;
 use crate::stats::{self, LatencySummary, Recorder, Timeline};
-use crate::workers::ChannelSpec;
-use crate::{scenario, target, Outcome};
+use crate::workers::{ChannelSpec, Watch};
+use crate::{scenario, Outcome};
 
 /// Publish calls waiting or in flight at most; past that, scheduled publications are
 /// skipped (and counted) rather than piling up without bound.
@@ -83,9 +83,10 @@ pub(crate) struct Stamp {
     pub(crate) seq: u64,
 }
 
-/// Reads the stamp of a publication's data; `None` for data that is not ours.
-pub(crate) fn read_stamp(data: &str) -> Option<Stamp> {
-    serde_json::from_str(data).ok()
+/// Reads the stamp of a publication's data (the JSON value's text, or the Protobuf bytes,
+/// which are the same JSON text); `None` for data that is not ours.
+pub(crate) fn read_stamp(data: &[u8]) -> Option<Stamp> {
+    serde_json::from_slice(data).ok()
 }
 
 /// Records each delivery's latency (and, with a timeline, per second of receipt).
@@ -115,9 +116,9 @@ impl LatencySink {
 }
 
 impl PubSink for LatencySink {
-    fn publication(&self, conn: usize, data: &RawValue) {
+    fn publication(&self, conn: usize, data: &[u8]) {
         let now = self.clock.now_us();
-        match read_stamp(data.get()) {
+        match read_stamp(data) {
             Some(s) => {
                 let latency = now.saturating_sub(s.t);
                 self.recorder.record(conn, latency);
@@ -171,13 +172,13 @@ impl PublishLog {
     }
 }
 
-/// Picks publication `k`'s channel: its name as a JSON string, and how many connected
-/// subscribers it has (the deliveries it should cause).
+/// Picks publication `k`'s channel: its name, and how many connected subscribers it has (the
+/// deliveries it should cause).
 pub(crate) type Route = Box<dyn FnMut(u64) -> (String, u64) + Send>;
 
 /// The publisher: a fixed schedule of publish calls.
 pub(crate) struct Publisher {
-    pub(crate) api: Arc<ApiClient>,
+    pub(crate) path: Arc<PublishPath>,
     pub(crate) log: Arc<PublishLog>,
     pub(crate) backlog: Arc<Semaphore>,
     pub(crate) route: Route,
@@ -203,23 +204,19 @@ impl Publisher {
             if at > now {
                 std::thread::sleep(at - now);
             }
-            let (channel_json, receivers) = (self.route)(k);
-            let body = format!(
-                r#"{{"channel":{},"data":{}}}"#,
-                channel_json,
-                publication_data(self.start_us + offset.as_micros() as u64, k, self.size)
-            );
+            let (channel, receivers) = (self.route)(k);
+            let data = publication_data(self.start_us + offset.as_micros() as u64, k, self.size);
             let Ok(permit) = self.backlog.clone().try_acquire_owned() else {
                 skipped += 1;
                 continue;
             };
-            let (api, log) = (self.api.clone(), self.log.clone());
+            let (path, log) = (self.path.clone(), self.log.clone());
             calls.spawn_on(
                 async move {
                     let began = Instant::now();
                     log.start_lag
                         .record(0, micros(began.saturating_duration_since(at)));
-                    match api.call("publish", body.as_bytes()).await {
+                    match path.publish(&channel, data).await {
                         Ok(()) => {
                             log.ok.fetch_add(1, Ordering::Relaxed);
                             log.expected.fetch_add(receivers, Ordering::Relaxed);
@@ -251,12 +248,18 @@ pub(crate) struct FanoutReport {
     pub(crate) url: String,
     /// The server API URL.
     pub(crate) api_url: String,
+    /// The path the publications took (`--publish-via`): "http", "grpc" or "client".
+    pub(crate) publish_via: PublishVia,
+    /// Its endpoint: the server API's URL, the gRPC address, or the publisher's WebSocket URL.
+    pub(crate) publish_url: String,
     /// The channel.
     pub(crate) channel: String,
     /// Subscribers asked for.
     pub(crate) subscribers: u64,
     /// Subscribers connected and subscribed.
     pub(crate) subscribers_connected: u64,
+    /// The subscribers' protocol flavour: "json" or "protobuf" (`--protobuf`).
+    pub(crate) protocol: Flavour,
     /// permessage-deflate was negotiated on every connected subscriber (`--compression`).
     pub(crate) compression: bool,
     /// Compressed (RSV1) messages the subscribers received, opening replies included.
@@ -275,7 +278,7 @@ pub(crate) struct FanoutReport {
     pub(crate) duration_secs: f64,
     /// Publications on the schedule.
     pub(crate) publications_scheduled: u64,
-    /// Publications the server API accepted.
+    /// Publications the hub accepted.
     pub(crate) publications_sent: u64,
     /// Publish calls that failed.
     pub(crate) publications_failed: u64,
@@ -299,15 +302,24 @@ pub(crate) struct FanoutReport {
     pub(crate) deliveries_per_sec: f64,
     /// Scheduled send time to receipt.
     pub(crate) latency: LatencySummary,
+    /// Bytes the subscribers received once subscribed: WebSocket data frames (text or
+    /// binary), headers included, as on the wire (compressed under --compression); server
+    /// pings included, the opening replies and control frames not.
+    pub(crate) bytes_received: u64,
+    /// bytes_received / deliveries.
+    pub(crate) bytes_per_delivery: Option<f64>,
+    /// The server processes measured (`--pid`; a cluster's nodes): the server CPU and RSS
+    /// figures are sums over them.
+    pub(crate) server_pids: Vec<u32>,
     /// CPU use during the measurement window.
     pub(crate) cpu: CpuUsage,
-    /// Server CPU per delivery, µs (with --pid).
+    /// Server CPU per delivery, µs (with --pid; of all its processes).
     pub(crate) server_cpu_us_per_delivery: Option<f64>,
     /// Of which in user space, µs (with --pid; from `utime`, clock-tick resolution).
     pub(crate) server_user_us_per_delivery: Option<f64>,
     /// Of which in the kernel, µs (with --pid; from `stime`, clock-tick resolution).
     pub(crate) server_kernel_us_per_delivery: Option<f64>,
-    /// Average server cores busy (with --pid).
+    /// Average server cores busy (with --pid; all its processes together).
     pub(crate) server_cores: Option<f64>,
     /// Average cores busy in this client.
     pub(crate) client_cores: Option<f64>,
@@ -344,39 +356,35 @@ pub(crate) async fn run(
 ) -> Result<Outcome<FanoutReport>, String> {
     let c = &args.connect;
     let total = schedule_size(args.rate, args.duration)?;
-    if let Some(p) = c.pid {
-        if Proc::Pid(p).cpu_ns().is_none() || Proc::Pid(p).rss().is_none() {
-            return Err(procfs::unreadable(p));
-        }
-    }
+    procfs::check_readable(&c.pid)?;
 
-    let api = api_client(&args.api, allow_remote).await?;
+    let path = Arc::new(PublishPath::open(&args.api, c, &args.channel, allow_remote).await?);
 
     let (clock, mut held, opened) = scenario::open_subscribers(
         c,
         allow_remote,
         args.subscribers,
-        (u64::from(args.api.publish_connections), "--subscribers"),
+        (args.api.files(), "--subscribers"),
         ChannelSpec::Fixed(args.channel.clone()),
         args.output.report.is_some(),
-        progress,
+        Watch::bar(progress),
     )
     .await?;
 
     // The measurement window: from just before the first publication to the last delivery.
-    let cpu_before = CpuSnapshot::with_workers(c.pid, &held.pids());
+    let cpu_before = CpuSnapshot::with_workers(&c.pid, &held.pids());
     let log = Arc::new(PublishLog::new());
     let (start, start_us) = scenario::schedule_start(clock, &mut held);
-    let json = serde_json::to_string(&args.channel).map_err(|e| e.to_string())?;
+    let channel = args.channel.clone();
     let receivers = opened.connected;
     let stream = Stream {
-        route: Box::new(move |_| (json.clone(), receivers)),
+        route: Box::new(move |_| (channel.clone(), receivers)),
         rate: args.rate,
         total,
     };
     // Calls still queued get at most the drain time plus one call's limit.
     let (skipped, abandoned) = publish_streams(
-        &api,
+        &path,
         &log,
         vec![stream],
         args.publish.size as usize,
@@ -388,7 +396,7 @@ pub(crate) async fn run(
     let sent = log.ok.load(Ordering::Relaxed);
     let expected = sent * opened.connected;
     held.drain(expected, args.publish.drain).await;
-    let cpu_after = CpuSnapshot::with_workers(c.pid, &held.pids());
+    let cpu_after = CpuSnapshot::with_workers(&c.pid, &held.pids());
     let received = held.stop().await;
     let ending = received.ending;
 
@@ -421,9 +429,12 @@ pub(crate) async fn run(
         scenario: "fanout",
         url: c.url.clone(),
         api_url: args.api.api_url.clone(),
+        publish_via: path.via,
+        publish_url: path.url.clone(),
         channel: args.channel.clone(),
         subscribers: args.subscribers,
         subscribers_connected: opened.connected,
+        protocol: c.wire().flavour,
         compression: opened.connected > 0 && opened.compressed == opened.connected,
         compressed_messages: ending.compressed_messages,
         subscriber_failures: opened.failures.clone(),
@@ -445,6 +456,8 @@ pub(crate) async fn run(
         foreign_publications: received.foreign,
         deliveries_per_sec: stats::per_sec(deliveries, delivery_window),
         latency: LatencySummary::of(&received.latency),
+        bytes_received: ending.bytes_received,
+        bytes_per_delivery: stats::per_item(ending.bytes_received as f64, deliveries),
         server_cpu_us_per_delivery: CpuUsage::us_per_delivery(cpu.server_cpu_secs, deliveries),
         server_user_us_per_delivery: CpuUsage::us_per_delivery(cpu.server_user_secs, deliveries),
         server_kernel_us_per_delivery: CpuUsage::us_per_delivery(
@@ -454,11 +467,18 @@ pub(crate) async fn run(
         server_cores: cpu.server_cores(),
         client_cores: cpu.client_cores(),
         other_cores: cpu.other_cores(),
+        server_pids: c.pid.clone(),
         cpu,
         warnings,
     };
     if let Some(dir) = &args.output.report {
-        crate::report::write(dir, "fanout", &report.human(), &received.timeline.seconds())?;
+        crate::report::write(
+            dir,
+            "fanout",
+            &report.human(),
+            &received.timeline.seconds(),
+            &[],
+        )?;
     }
     let complete = report.deliveries == report.deliveries_expected
         && report.publications_sent == report.publications_scheduled
@@ -476,13 +496,14 @@ impl FanoutReport {
             s.push('\n');
         };
         line(format!(
-            "fanout: {} subscribers on {:?}, {}/s × {} B for {:.1} s ({})",
+            "fanout: {} subscribers on {:?}, {}/s × {} B for {:.1} s ({}, {})",
             self.subscribers,
             self.channel,
             self.rate_per_sec,
             self.size_bytes,
             self.duration_secs,
-            self.url
+            self.url,
+            self.protocol.label()
         ));
         line(format!(
             "  subscribers   {} connected, {} failed, {} dropped",
@@ -507,11 +528,13 @@ impl FanoutReport {
             line(format!("    first error: {e}"));
         }
         line(format!(
-            "  publications  {} sent of {} scheduled, {} failed, {} skipped",
+            "  publications  {} sent of {} scheduled, {} failed, {} skipped, via {} ({})",
             self.publications_sent,
             self.publications_scheduled,
             self.publications_failed,
-            self.publications_skipped
+            self.publications_skipped,
+            self.publish_via.label(),
+            self.publish_url
         ));
         for (kind, n) in &self.publish_failures {
             line(format!("    {n} × {kind}"));
@@ -543,6 +566,19 @@ impl FanoutReport {
             "  latency (ms)  p50 {:.2}  p90 {:.2}  p99 {:.2}  p99.9 {:.2}  max {:.2}  (scheduled send -> receipt)",
             l.p50_ms, l.p90_ms, l.p99_ms, l.p999_ms, l.max_ms
         ));
+        line(format!(
+            "  wire          {} B per delivery ({}{}: {} B of WebSocket frames, headers \
+             included, received by the subscribers)",
+            self.bytes_per_delivery
+                .map_or("-".to_owned(), |b| format!("{b:.1}")),
+            self.protocol.label(),
+            if self.compression {
+                " + permessage-deflate"
+            } else {
+                ""
+            },
+            self.bytes_received
+        ));
         let cores = |c: Option<f64>| c.map_or("-".to_owned(), |c| format!("{c:.2}"));
         if let Some(us) = self.server_cpu_us_per_delivery {
             let split = match (
@@ -553,10 +589,11 @@ impl FanoutReport {
                 _ => String::new(),
             };
             line(format!(
-                "  server CPU    {:.2} µs per delivery ({split}{} cores busy over {:.1} s)",
+                "  server CPU    {:.2} µs per delivery ({split}{} cores busy over {:.1} s; {})",
                 us,
                 cores(self.server_cores),
-                self.cpu.window_secs
+                self.cpu.window_secs,
+                scenario::pids_label(&self.server_pids)
             ));
         }
         line(format!(
@@ -570,29 +607,6 @@ impl FanoutReport {
         }
         s
     }
-}
-
-/// The API client of `api`, checked with a call to `/api/info`: a wrong URL or key fails
-/// before any connection opens.
-pub(crate) async fn api_client(
-    api: &crate::cli::ApiOpts,
-    allow_remote: bool,
-) -> Result<Arc<ApiClient>, String> {
-    let url = target::first_url(&api.api_url);
-    let target = target::http(url, allow_remote).await?;
-    let client = Arc::new(ApiClient::new(
-        target,
-        api.api_key.clone(),
-        api.publish_connections as usize,
-        api.publish_timeout,
-    ));
-    client.call("info", b"{}").await.map_err(|e| {
-        format!(
-            "server API check (POST {}/api/info): {e}",
-            url.trim_end_matches('/')
-        )
-    })?;
-    Ok(client)
 }
 
 /// One schedule of publications: where each goes, how often, how many.
@@ -609,7 +623,7 @@ pub(crate) struct Stream {
 /// sinks' clock), then waits at most `wait` for the calls still going. Returns the
 /// publications skipped (backlog full) and the calls abandoned at the end.
 pub(crate) async fn publish_streams(
-    api: &Arc<ApiClient>,
+    path: &Arc<PublishPath>,
     log: &Arc<PublishLog>,
     streams: Vec<Stream>,
     size: usize,
@@ -621,7 +635,7 @@ pub(crate) async fn publish_streams(
     let mut runs = Vec::new();
     for s in streams.into_iter().filter(|s| s.total > 0) {
         let publisher = Publisher {
-            api: api.clone(),
+            path: path.clone(),
             log: log.clone(),
             backlog: backlog.clone(),
             route: s.route,
@@ -680,7 +694,7 @@ mod tests {
             let v: serde_json::Value = serde_json::from_str(&d).unwrap();
             assert_eq!(v["seq"], 42);
             assert_eq!(
-                read_stamp(&d),
+                read_stamp(d.as_bytes()),
                 Some(Stamp {
                     t: 1_700_000_000_123_456,
                     seq: 42
@@ -694,8 +708,10 @@ mod tests {
 
     #[test]
     fn foreign_data_has_no_stamp() {
-        assert_eq!(read_stamp(r#"{"text":"hi"}"#), None);
-        assert_eq!(read_stamp("17"), None);
+        assert_eq!(read_stamp(br#"{"text":"hi"}"#), None);
+        assert_eq!(read_stamp(b"17"), None);
+        assert_eq!(read_stamp(b""), None);
+        assert_eq!(read_stamp(&[0xff, 0x00]), None);
     }
 
     #[test]
@@ -730,9 +746,8 @@ mod tests {
         let sink = LatencySink::new(clock, None);
         let t = clock.now_us() - 5_000;
         let data = publication_data(t, 0, 100);
-        let raw = RawValue::from_string(data).unwrap();
-        sink.publication(0, &raw);
-        sink.publication(1, &RawValue::from_string("{\"x\":1}".into()).unwrap());
+        sink.publication(0, data.as_bytes());
+        sink.publication(1, b"{\"x\":1}");
         assert_eq!(sink.deliveries.load(Ordering::Relaxed), 1);
         assert_eq!(sink.foreign.load(Ordering::Relaxed), 1);
         let h = sink.recorder.merged();

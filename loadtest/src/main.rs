@@ -1,5 +1,5 @@
 //! `loadtest`: a benchmark client for the hub that speaks only the wire protocol (Centrifugo
-//! client protocol v2, JSON) and the HTTP server API.
+//! client protocol v2, JSON or, with `--protobuf`, Protobuf) and the server API (HTTP, or gRPC through `hub-client`).
 //!
 //! ```sh
 //! loadtest idle   --connections 5000 --secret S --hold 10s --pid $(pidof hub-server)
@@ -9,11 +9,24 @@
 //!                 --secret S --api-key K
 //! loadtest channels --connections 2000 --group-rate 100 --personal-rate 100 \
 //!                 --secret S --api-key K --report out/
+//! # Publications through the gRPC server API, or a client connection's `publish` commands
+//! # (the channel's namespace needs allow_publish_for_client):
+//! loadtest fanout --subscribers 1000 --rate 10 --secret S --api-key K --publish-via grpc
+//! loadtest fanout --subscribers 1000 --rate 10 --secret S --publish-via client
+//! # A cluster: three hub nodes (sharing a broker), their CPU and RSS summed.
+//! loadtest channels --connections 30000 --group-rate 100 --personal-rate 100 \
+//!                 --url ws://127.0.0.1:8001/connection/websocket,ws://127.0.0.1:8002/connection/websocket,ws://127.0.0.1:8003/connection/websocket \
+//!                 --api-url http://127.0.0.1:8001 \
+//!                 --pid $(pgrep -d, -f 'hub-server') --secret S --api-key K --report out/
 //! ```
 //!
 //! Past one process's open files, connections spread over worker processes (`--workers`)
 //! and local source addresses (`--source-addrs`); `--url a,b,...` spreads them over cluster
-//! nodes.
+//! nodes, and `--pid a,b,...` names the nodes' processes: the server CPU (total, user,
+//! kernel, cores busy, per delivery) and RSS (before, after, per connection) are then sums
+//! over them, and the CPU of all of them is left out of the "other processes" figure.
+//! Without `--pid`, `idle` reads the servers' memory from each node's `/metrics`
+//! (`process_resident_memory_bytes`).
 //!
 //! Every run is bounded in count and time, and targets loopback only unless
 //! `--allow-remote`. Exit status: 0 when everything asked for happened (all connected, every
@@ -27,9 +40,12 @@ mod conn;
 mod fanout;
 mod idle;
 mod procfs;
+mod proto;
 mod publish;
+mod publisher;
 mod report;
 mod scenario;
+mod server_metrics;
 mod stats;
 mod swarm;
 mod target;

@@ -1,6 +1,8 @@
-//! What the kernel says about the server and the machine: RSS (`/proc/PID/status`), CPU time
-//! (`/proc/PID/task/*/schedstat`, else `/proc/PID/stat`), machine CPU (`/proc/stat`) and TCP
-//! socket memory (`/proc/net/sockstat`). The parsers are pure functions over the files' text.
+//! What the kernel says about the server processes and the machine: RSS
+//! (`/proc/PID/status`), CPU time (`/proc/PID/task/*/schedstat`, else `/proc/PID/stat`),
+//! machine CPU (`/proc/stat`) and TCP socket memory (`/proc/net/sockstat`). The parsers are
+//! pure functions over the files' text; the figures of several server processes (a cluster's
+//! nodes, `--pid a,b,c`) are summed with [`sum_over`].
 
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -59,19 +61,39 @@ pub(crate) fn parse_schedstat(text: &str) -> Option<u64> {
 
 /// `utime + stime` of a `/proc/PID/stat` text, in clock ticks.
 pub(crate) fn parse_stat_cpu_ticks(text: &str) -> Option<u64> {
-    parse_stat_user_kernel_ticks(text).map(|(u, k)| u + k)
+    parse_stat_user_kernel_ticks(text).map(|t| t.user + t.kernel)
 }
 
-/// `(utime, stime)` of a `/proc/PID/stat` text: user and kernel time of all the process's
+/// User and kernel CPU time (`utime`, `stime`), in clock ticks; summed over processes with
+/// [`sum_over`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct UserKernelTicks {
+    /// In user space.
+    pub(crate) user: u64,
+    /// In the kernel.
+    pub(crate) kernel: u64,
+}
+
+impl std::iter::Sum for UserKernelTicks {
+    fn sum<I: Iterator<Item = Self>>(iter: I) -> Self {
+        iter.fold(Self::default(), |a, b| UserKernelTicks {
+            user: a.user + b.user,
+            kernel: a.kernel + b.kernel,
+        })
+    }
+}
+
+/// `utime` and `stime` of a `/proc/PID/stat` text: user and kernel time of all the process's
 /// threads, in clock ticks. The command name (field 2) may hold spaces and parentheses, so
 /// fields are counted from the last `)`.
-pub(crate) fn parse_stat_user_kernel_ticks(text: &str) -> Option<(u64, u64)> {
+pub(crate) fn parse_stat_user_kernel_ticks(text: &str) -> Option<UserKernelTicks> {
     let rest = &text[text.rfind(')')? + 1..];
     let fields: Vec<&str> = rest.split_whitespace().collect();
     // After ')': state is field 3, so utime (14) and stime (15) are at 11 and 12.
-    let utime: u64 = fields.get(11)?.parse().ok()?;
-    let stime: u64 = fields.get(12)?.parse().ok()?;
-    Some((utime, stime))
+    Some(UserKernelTicks {
+        user: fields.get(11)?.parse().ok()?,
+        kernel: fields.get(12)?.parse().ok()?,
+    })
 }
 
 /// Machine CPU from the `cpu` line of `/proc/stat`, in clock ticks.
@@ -180,7 +202,7 @@ impl Proc {
 
     /// User and kernel CPU time used so far (`utime`, `stime` of `/proc/PID/stat`), in clock
     /// ticks of [`clk_tck`].
-    pub(crate) fn user_kernel_ticks(self) -> Option<(u64, u64)> {
+    pub(crate) fn user_kernel_ticks(self) -> Option<UserKernelTicks> {
         parse_stat_user_kernel_ticks(&std::fs::read_to_string(format!("{}/stat", self.dir())).ok()?)
     }
 
@@ -190,8 +212,39 @@ impl Proc {
     }
 }
 
+/// `read` of each of the processes `pids`, summed: the figure of a cluster's nodes taken
+/// together. `None` without pids, or when one of them cannot be read (it exited, say): a
+/// partial sum would pass for the whole.
+pub(crate) fn sum_over<T: std::iter::Sum>(
+    pids: &[u32],
+    read: impl Fn(Proc) -> Option<T>,
+) -> Option<T> {
+    if pids.is_empty() {
+        return None;
+    }
+    pids.iter().map(|&p| read(Proc::Pid(p))).sum()
+}
+
+/// Checks the `--pid` list before a run: each process must exist, with its memory and CPU
+/// counters readable, and appear once (else it would count twice). The error names the
+/// first pid at fault.
+pub(crate) fn check_readable(pids: &[u32]) -> Result<(), String> {
+    for (i, &pid) in pids.iter().enumerate() {
+        if pids[..i].contains(&pid) {
+            return Err(format!(
+                "--pid {pid} is given twice: its memory and CPU would count twice"
+            ));
+        }
+        let p = Proc::Pid(pid);
+        if p.rss().is_none() || p.cpu_ns().is_none() || p.user_kernel_ticks().is_none() {
+            return Err(unreadable(pid));
+        }
+    }
+    Ok(())
+}
+
 /// The error for a `--pid` whose counters cannot be read.
-pub(crate) fn unreadable(pid: u32) -> String {
+fn unreadable(pid: u32) -> String {
     if Proc::Pid(pid).exists() {
         format!("--pid {pid}: cannot read its memory and CPU counters in /proc (has it exited?)")
     } else {
@@ -224,15 +277,15 @@ pub(crate) fn machine_cpu() -> Option<MachineCpu> {
 pub(crate) struct CpuSnapshot {
     at: Instant,
     server_ns: Option<u64>,
-    server_user_kernel: Option<(u64, u64)>,
+    server_user_kernel: Option<UserKernelTicks>,
     own_ns: Option<u64>,
     machine: Option<MachineCpu>,
 }
 
 impl CpuSnapshot {
-    /// Reads the counters of the server (if a pid is given), this process with its
-    /// `workers` processes (the client), and the machine.
-    pub(crate) fn with_workers(server: Option<u32>, workers: &[u32]) -> Self {
+    /// Reads the counters of the server processes (`--pid`, summed; none if empty), this
+    /// process with its `workers` processes (the client), and the machine.
+    pub(crate) fn with_workers(server: &[u32], workers: &[u32]) -> Self {
         let own = Proc::OwnProcess.cpu_ns().map(|own| {
             own + workers
                 .iter()
@@ -241,8 +294,8 @@ impl CpuSnapshot {
         });
         CpuSnapshot {
             at: Instant::now(),
-            server_ns: server.and_then(|p| Proc::Pid(p).cpu_ns()),
-            server_user_kernel: server.and_then(|p| Proc::Pid(p).user_kernel_ticks()),
+            server_ns: sum_over(server, Proc::cpu_ns),
+            server_user_kernel: sum_over(server, Proc::user_kernel_ticks),
             own_ns: own,
             machine: machine_cpu(),
         }
@@ -254,18 +307,21 @@ impl CpuSnapshot {
 pub(crate) struct CpuUsage {
     /// Wall time between the snapshots, seconds.
     pub(crate) window_secs: f64,
-    /// Server CPU time, seconds (when a pid was given): the sum of its threads' schedstat.
+    /// Server CPU time, seconds (with --pid): the schedstat of every thread of every --pid
+    /// process, summed.
     pub(crate) server_cpu_secs: Option<f64>,
-    /// Of which in user space, seconds (`utime` of `/proc/PID/stat`, clock-tick resolution).
+    /// Of which in user space, seconds (`utime` of `/proc/PID/stat`, clock-tick resolution;
+    /// summed over the --pid processes).
     pub(crate) server_user_secs: Option<f64>,
-    /// Of which in the kernel, seconds (`stime` of `/proc/PID/stat`, clock-tick resolution).
+    /// Of which in the kernel, seconds (`stime` of `/proc/PID/stat`, clock-tick resolution;
+    /// summed over the --pid processes).
     pub(crate) server_kernel_secs: Option<f64>,
     /// Clock ticks per second of `utime`/`stime` (`getconf CLK_TCK`); `None` when getconf
     /// failed and 100 was assumed.
     pub(crate) clock_ticks_per_sec: Option<u64>,
     /// The load client's own CPU time, seconds.
     pub(crate) client_cpu_secs: Option<f64>,
-    /// Machine busy time not accounted to the server or the client, seconds.
+    /// Machine busy time not accounted to the server processes or the client, seconds.
     pub(crate) other_cpu_secs: Option<f64>,
 }
 
@@ -276,7 +332,7 @@ impl CpuUsage {
             Some(y?.saturating_sub(x?) as f64 / 1e9)
         };
         let server = secs(a.server_ns, b.server_ns);
-        let ticks = |pick: fn((u64, u64)) -> u64| -> Option<f64> {
+        let ticks = |pick: fn(UserKernelTicks) -> u64| -> Option<f64> {
             let d = pick(b.server_user_kernel?).saturating_sub(pick(a.server_user_kernel?));
             Some(d as f64 / clk_tck() as f64)
         };
@@ -288,8 +344,8 @@ impl CpuUsage {
         CpuUsage {
             window_secs: b.at.saturating_duration_since(a.at).as_secs_f64(),
             server_cpu_secs: server,
-            server_user_secs: ticks(|(u, _)| u),
-            server_kernel_secs: ticks(|(_, k)| k),
+            server_user_secs: ticks(|t| t.user),
+            server_kernel_secs: ticks(|t| t.kernel),
             clock_ticks_per_sec: clk_tck_conf(),
             client_cpu_secs: client,
             other_cpu_secs: machine
@@ -297,7 +353,7 @@ impl CpuUsage {
         }
     }
 
-    /// Average server cores busy during the window (with a pid).
+    /// Average server cores busy during the window (with --pid; all its processes).
     pub(crate) fn server_cores(&self) -> Option<f64> {
         cores(self.server_cpu_secs?, self.window_secs)
     }
@@ -331,8 +387,8 @@ impl CpuUsage {
     }
 }
 
-/// Machine busy time minus what the server and the client used (never negative: the
-/// counters have tick granularity).
+/// Machine busy time minus what the server processes (all of them) and the client used (never
+/// negative: the counters have tick granularity).
 pub(crate) fn other_cpu(machine_busy_secs: f64, server_secs: f64, client_secs: f64) -> f64 {
     (machine_busy_secs - server_secs - client_secs).max(0.0)
 }
@@ -342,14 +398,18 @@ pub(crate) fn cores(cpu_secs: f64, window_secs: f64) -> Option<f64> {
     (window_secs > 0.0).then(|| cpu_secs / window_secs)
 }
 
-/// Waits until the RSS of `proc` stops growing (two reads `step` apart within 1%), at most
-/// `max`; returns the last read.
-pub(crate) async fn settled_rss(proc: Proc, step: Duration, max: Duration) -> Option<u64> {
+/// Waits until an RSS figure read by `rss` stops growing (two reads `step` apart within 1%),
+/// at most `max`; returns the last read.
+pub(crate) async fn settled_rss(
+    rss: impl Fn() -> Option<u64>,
+    step: Duration,
+    max: Duration,
+) -> Option<u64> {
     let deadline = Instant::now() + max;
-    let mut last = proc.rss()?;
+    let mut last = rss()?;
     while Instant::now() < deadline {
         tokio::time::sleep(step).await;
-        let now = proc.rss()?;
+        let now = rss()?;
         if now.abs_diff(last) * 100 <= last {
             return Some(now);
         }
@@ -415,11 +475,20 @@ mod tests {
         let text = "29009 (timeout) S 29007 29009 26344 0 -1 4194304 144 0 2 0 7 5 0 0 20 0 1 0 \
                     207499 2998272 388 18446744073709551615";
         assert_eq!(parse_stat_cpu_ticks(text), Some(12));
-        assert_eq!(parse_stat_user_kernel_ticks(text), Some((7, 5)));
+        assert_eq!(
+            parse_stat_user_kernel_ticks(text),
+            Some(UserKernelTicks { user: 7, kernel: 5 })
+        );
         // A command name with spaces and a ')' inside.
         let odd = "42 (a b) c) R 1 42 42 0 -1 0 0 0 0 0 100 23 0 0 20 0 4 0 1 2 3";
         assert_eq!(parse_stat_cpu_ticks(odd), Some(123));
-        assert_eq!(parse_stat_user_kernel_ticks(odd), Some((100, 23)));
+        assert_eq!(
+            parse_stat_user_kernel_ticks(odd),
+            Some(UserKernelTicks {
+                user: 100,
+                kernel: 23
+            })
+        );
         assert_eq!(parse_stat_cpu_ticks("42 (x) R 1"), None);
     }
 
@@ -443,6 +512,85 @@ mod tests {
         assert_eq!(other_cpu(1.0, 0.8, 0.5), 0.0);
         assert_eq!(cores(3.0, 2.0), Some(1.5));
         assert_eq!(cores(3.0, 0.0), None);
+    }
+
+    #[test]
+    fn figures_of_several_processes_are_summed() {
+        let by_pid = |p: Proc| match p {
+            Proc::Pid(n) => Some(u64::from(n)),
+            Proc::OwnProcess => None,
+        };
+        assert_eq!(sum_over(&[101, 102, 103], by_pid), Some(306));
+        assert_eq!(sum_over(&[7], by_pid), Some(7));
+        assert_eq!(sum_over(&[], by_pid), None);
+        // One unreadable process spoils the sum rather than leaving it short.
+        assert_eq!(
+            sum_over(&[101, 102, 103], |p| by_pid(p).filter(|&n| n != 102)),
+            None
+        );
+        let ticks = |p: Proc| {
+            by_pid(p).map(|n| UserKernelTicks {
+                user: n,
+                kernel: 2 * n,
+            })
+        };
+        assert_eq!(
+            sum_over(&[1, 2, 3], ticks),
+            Some(UserKernelTicks {
+                user: 6,
+                kernel: 12
+            })
+        );
+        // Real processes: this one and its parent.
+        let me = std::process::id();
+        let parent = std::os::unix::process::parent_id();
+        assert!(sum_over(&[me, parent], Proc::rss).is_some_and(|r| r > 0));
+        assert!(sum_over(&[me, parent], Proc::cpu_ns).is_some());
+        assert_eq!(sum_over(&[me, u32::MAX], Proc::rss), None);
+    }
+
+    #[test]
+    fn every_pid_is_checked_and_named_when_at_fault() {
+        let me = std::process::id();
+        let parent = std::os::unix::process::parent_id();
+        assert_eq!(check_readable(&[]), Ok(()));
+        assert_eq!(check_readable(&[me]), Ok(()));
+        assert_eq!(check_readable(&[me, parent]), Ok(()));
+        // pid_max is at most 2^22: this pid never exists.
+        assert_eq!(
+            check_readable(&[me, u32::MAX]),
+            Err(format!("--pid {}: no such process", u32::MAX))
+        );
+        let e = check_readable(&[me, parent, me]).unwrap_err();
+        assert!(e.starts_with(&format!("--pid {me} is given twice")), "{e}");
+    }
+
+    #[test]
+    fn other_cpu_leaves_out_all_the_server_processes() {
+        let at = Instant::now();
+        let tck = clk_tck();
+        let snapshot = |at, server_ns, own_ns, busy| CpuSnapshot {
+            at,
+            server_ns: Some(server_ns),
+            server_user_kernel: None,
+            own_ns: Some(own_ns),
+            machine: Some(MachineCpu { busy, total: busy }),
+        };
+        // Over 2 s, three nodes used 0.5 s each (summed into one figure), the client 0.5 s
+        // and the machine 2.5 s: 0.5 s was someone else's.
+        let u = CpuUsage::between(
+            &snapshot(at, 0, 0, 0),
+            &snapshot(
+                at + Duration::from_secs(2),
+                1_500_000_000,
+                500_000_000,
+                5 * tck / 2,
+            ),
+        );
+        assert_eq!(u.server_cores(), Some(0.75));
+        assert_eq!(u.client_cores(), Some(0.25));
+        assert!((u.other_cpu_secs.unwrap() - 0.5).abs() < 1e-9, "{u:?}");
+        assert_eq!(u.server_user_secs, None);
     }
 
     #[test]

@@ -35,13 +35,28 @@ pub(crate) enum CallError {
         /// The start of the body.
         body: String,
     },
-    /// A 200 answer with an `error` object.
+    /// A 200 answer with an `error` object (or a gRPC response with one).
     Api {
         /// Error code.
         code: u32,
         /// Error message.
         message: String,
     },
+    /// The gRPC server API refused the key (status `UNAUTHENTICATED`).
+    Unauthenticated,
+    /// A gRPC transport error, or a status other than OK.
+    Grpc(String),
+    /// The hub answered a client `publish` command with an error.
+    PublishRefused {
+        /// The channel.
+        channel: String,
+        /// Error code.
+        code: u32,
+        /// Error message.
+        message: String,
+    },
+    /// The client publisher's connection ended.
+    Disconnected(String),
 }
 
 impl CallError {
@@ -54,6 +69,10 @@ impl CallError {
             CallError::BadResponse(_) => "bad response".into(),
             CallError::Status { status, .. } => format!("HTTP {status}"),
             CallError::Api { code, .. } => format!("API error {code}"),
+            CallError::Unauthenticated => "unauthenticated".into(),
+            CallError::Grpc(_) => "gRPC error".into(),
+            CallError::PublishRefused { code, .. } => format!("publish error {code}"),
+            CallError::Disconnected(_) => "publisher disconnected".into(),
         }
     }
 }
@@ -65,7 +84,7 @@ impl fmt::Display for CallError {
                 write!(f, "connection refused: is the hub's server API at {url}?")
             }
             CallError::Io(e) => write!(f, "server API call failed: {e}"),
-            CallError::Timeout(d) => write!(f, "server API call got no answer within {d:?}"),
+            CallError::Timeout(d) => write!(f, "the call got no answer within {d:?}"),
             CallError::BadResponse(e) => {
                 write!(f, "server API answered something else than HTTP: {e}")
             }
@@ -78,6 +97,38 @@ impl fmt::Display for CallError {
             CallError::Api { code, message } => {
                 write!(f, "server API answered error {code} {message:?}")
             }
+            CallError::Unauthenticated => write!(
+                f,
+                "API key rejected (gRPC UNAUTHENTICATED): check --api-key (the hub's grpc_api.key)"
+            ),
+            CallError::Grpc(e) => write!(f, "gRPC server API call failed: {e}"),
+            CallError::PublishRefused {
+                channel,
+                code,
+                message,
+            } => {
+                write!(
+                    f,
+                    "client publish to {channel:?} refused: error {code} {message:?}"
+                )?;
+                match code {
+                    103 => write!(
+                        f,
+                        "; the channel's namespace must allow client publishes: \
+                         \"allow_publish_for_client\": true (allow_publish_for_subscriber is \
+                         not enough: the publisher connection does not subscribe)"
+                    ),
+                    102 => write!(f, "; the channel's namespace is not in the hub's config"),
+                    111 => write!(
+                        f,
+                        "; over the hub's commands per connection: raise its \
+                         client.command_rate_limit (100/s by default; 0 = no limit) and \
+                         client.command_rate_burst"
+                    ),
+                    _ => Ok(()),
+                }
+            }
+            CallError::Disconnected(e) => write!(f, "the client publisher's connection ended: {e}"),
         }
     }
 }

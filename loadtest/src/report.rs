@@ -1,9 +1,11 @@
 //! `--report DIR`: a markdown report (the summary, the command line, the machine, the date)
-//! and SVG plots drawn by hand: latency percentiles per second, deliveries per second.
+//! and SVG plots drawn by hand: latency percentiles per second, deliveries per second, and
+//! (`idle`) the server's memory per connection as connections open.
 
 use std::fmt::Write as _;
 use std::path::Path;
 
+use crate::idle::RssSample;
 use crate::stats::Second;
 
 /// One line of a plot.
@@ -15,6 +17,8 @@ pub(crate) struct Series {
     pub(crate) color: &'static str,
     /// Its points, `(x, y)`.
     pub(crate) points: Vec<(f64, f64)>,
+    /// A dot at each point too (for a few points, or a single one).
+    pub(crate) markers: bool,
 }
 
 /// Escapes text for XML.
@@ -109,6 +113,17 @@ pub(crate) fn line_chart(title: &str, x_label: &str, y_label: &str, series: &[Se
             se.color,
             pts.join(" ")
         );
+        if se.markers {
+            for &(x, y) in &se.points {
+                let _ = writeln!(
+                    s,
+                    r#"<circle class="point" cx="{:.1}" cy="{:.1}" r="3" fill="{}"/>"#,
+                    sx(x),
+                    sy(y),
+                    se.color
+                );
+            }
+        }
         let ly = T + 10.0 + 20.0 * i as f64;
         let _ = writeln!(
             s,
@@ -150,16 +165,19 @@ pub(crate) fn latency_chart(seconds: &[Second]) -> String {
                 name: "p50".into(),
                 color: "#1f77b4",
                 points: pick(|s| s.p50_ms),
+                markers: false,
             },
             Series {
                 name: "p99".into(),
                 color: "#ff7f0e",
                 points: pick(|s| s.p99_ms),
+                markers: false,
             },
             Series {
                 name: "max".into(),
                 color: "#d62728",
                 points: pick(|s| s.max_ms),
+                markers: false,
             },
         ],
     )
@@ -178,8 +196,51 @@ pub(crate) fn deliveries_chart(seconds: &[Second]) -> String {
                 .iter()
                 .map(|s| (s.second as f64, s.deliveries as f64))
                 .collect(),
+            markers: false,
         }],
     )
+}
+
+/// The plot of the server's memory per connection (RSS growth since before opening, KiB)
+/// against the connections open when it was read.
+pub(crate) fn memory_chart(samples: &[RssSample]) -> String {
+    line_chart(
+        "Server memory per connection vs connections",
+        "connections (connected and subscribed)",
+        "RSS growth per connection (KiB)",
+        &[Series {
+            name: "KiB/connection".into(),
+            color: "#9467bd",
+            points: samples
+                .iter()
+                .map(|s| (s.connections as f64, s.bytes_per_connection / 1024.0))
+                .collect(),
+            markers: true,
+        }],
+    )
+}
+
+/// A plot of its own in the report: its file in DIR, the text of its image link, the SVG.
+#[derive(Debug, Clone)]
+pub(crate) struct Plot {
+    /// File name in DIR.
+    pub(crate) file: &'static str,
+    /// The image's alt text in report.md.
+    pub(crate) alt: &'static str,
+    /// The SVG document.
+    pub(crate) svg: String,
+}
+
+/// A section of report.md after the per-second plots: a heading, its plot if there is one,
+/// then markdown (a table, or why there is no plot).
+#[derive(Debug, Clone)]
+pub(crate) struct Section {
+    /// The `##` heading.
+    pub(crate) heading: &'static str,
+    /// The plot.
+    pub(crate) plot: Option<Plot>,
+    /// Markdown after the plot.
+    pub(crate) text: String,
 }
 
 /// The date and time now, UTC, as `YYYY-MM-DD HH:MM:SS UTC`.
@@ -230,13 +291,14 @@ pub(crate) fn machine() -> String {
     format!("{model}; {cpus} CPUs available (nproc)")
 }
 
-/// Writes `report.md` and, when `seconds` is not empty, `latency.svg` and
-/// `deliveries.svg` into `dir` (created if missing).
+/// Writes `report.md`, when `seconds` is not empty `latency.svg` and `deliveries.svg`, and
+/// the plots of `sections` into `dir` (created if missing).
 pub(crate) fn write(
     dir: &Path,
     scenario: &str,
     summary: &str,
     seconds: &[Second],
+    sections: &[Section],
 ) -> Result<(), String> {
     std::fs::create_dir_all(dir)
         .map_err(|e| format!("--report {}: cannot create it: {e}", dir.display()))?;
@@ -253,7 +315,9 @@ pub(crate) fn write(
         summary
     );
     if seconds.is_empty() {
-        md.push_str("\nNo deliveries: no plots.\n");
+        if sections.is_empty() {
+            md.push_str("\nNo deliveries: no plots.\n");
+        }
     } else {
         put("latency.svg", &latency_chart(seconds))?;
         put("deliveries.svg", &deliveries_chart(seconds))?;
@@ -268,6 +332,17 @@ pub(crate) fn write(
                 "| {} | {} | {:.2} | {:.2} | {:.2} |",
                 s.second, s.deliveries, s.p50_ms, s.p99_ms, s.max_ms
             );
+        }
+    }
+    for section in sections {
+        let _ = write!(md, "\n## {}\n\n", section.heading);
+        if let Some(p) = &section.plot {
+            put(p.file, &p.svg)?;
+            let _ = write!(md, "![{}]({})\n\n", p.alt, p.file);
+        }
+        md.push_str(&section.text);
+        if !md.ends_with('\n') {
+            md.push('\n');
         }
     }
     put("report.md", &md)
@@ -348,6 +423,7 @@ mod tests {
                 name: "\"q\"".into(),
                 color: "red",
                 points: vec![],
+                markers: true,
             }],
         );
         assert!(balanced(&svg), "{svg}");
@@ -382,12 +458,100 @@ mod tests {
     #[test]
     fn the_report_is_written() {
         let dir = std::env::temp_dir().join(format!("loadtest-report-{}", fastrand::u64(..)));
-        write(&dir, "fanout", "fanout: 1 subscriber\n", &seconds()).unwrap();
+        write(&dir, "fanout", "fanout: 1 subscriber\n", &seconds(), &[]).unwrap();
         let md = std::fs::read_to_string(dir.join("report.md")).unwrap();
         assert!(md.contains("# loadtest fanout") && md.contains("fanout: 1 subscriber"));
         assert!(md.contains("![latency percentiles per second](latency.svg)"));
         assert!(md.contains("CPUs available"));
         assert!(dir.join("latency.svg").exists() && dir.join("deliveries.svg").exists());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    fn samples() -> Vec<RssSample> {
+        crate::idle::rss_curve(
+            10 << 20,
+            &[
+                (500, (10 << 20) + 2_048_000),
+                (1000, (10 << 20) + 4_000_000),
+            ],
+        )
+    }
+
+    /// The `(x, y)` pixel pairs of the polyline of series `name`.
+    fn polyline(svg: &str, name: &str) -> Vec<(f64, f64)> {
+        let line = svg
+            .lines()
+            .find(|l| l.contains(&format!("data-name=\"{name}\"")))
+            .unwrap();
+        line.split("points=\"")
+            .nth(1)
+            .unwrap()
+            .trim_end_matches("\"/>")
+            .split(' ')
+            .map(|p| {
+                let (x, y) = p.split_once(',').unwrap();
+                (x.parse().unwrap(), y.parse().unwrap())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn memory_chart_has_a_point_per_sample() {
+        let svg = memory_chart(&samples());
+        assert!(balanced(&svg), "{svg}");
+        assert!(svg.contains("Server memory per connection vs connections"));
+        assert!(svg.contains("RSS growth per connection (KiB)"));
+        // 4096 and 4000 bytes per connection: 4 and 3.90625 KiB, on axes of 0..1000
+        // connections and 0..5 KiB; the plot area is 580 × 310 px from (70, 40).
+        let pts = polyline(&svg, "KiB/connection");
+        assert_eq!(pts.len(), 2, "{svg}");
+        let expect = [
+            (70.0 + 0.5 * 580.0, 40.0 + 310.0 - 4.0 / 5.0 * 310.0),
+            (70.0 + 580.0, 40.0 + 310.0 - 3.90625 / 5.0 * 310.0),
+        ];
+        for ((x, y), (ex, ey)) in pts.iter().zip(expect) {
+            assert!((x - ex).abs() < 0.06 && (y - ey).abs() < 0.06, "{pts:?}");
+        }
+        // A dot on each, so that a single sample shows too.
+        assert_eq!(svg.matches("<circle class=\"point\"").count(), 2);
+        let one = memory_chart(&samples()[..1]);
+        assert_eq!(one.matches("<circle class=\"point\"").count(), 1);
+        // The per-second plots have none.
+        assert!(!latency_chart(&seconds()).contains("<circle"));
+    }
+
+    #[test]
+    fn sections_add_their_plots_to_the_report() {
+        let dir = std::env::temp_dir().join(format!("loadtest-report-{}", fastrand::u64(..)));
+        let memory = Section {
+            heading: "Server memory per connection",
+            plot: Some(Plot {
+                file: "memory.svg",
+                alt: "server memory per connection vs connections",
+                svg: memory_chart(&samples()),
+            }),
+            text: "| connections |\n|---:|\n| 500 |".into(),
+        };
+        let none = Section {
+            heading: "Nothing",
+            plot: None,
+            text: "No --pid: no plot.\n".into(),
+        };
+        write(&dir, "idle", "idle: 2 connections\n", &[], &[memory, none]).unwrap();
+        let md = std::fs::read_to_string(dir.join("report.md")).unwrap();
+        assert!(!md.contains("No deliveries"), "{md}");
+        assert!(
+            md.contains(
+                "## Server memory per connection\n\n\
+                 ![server memory per connection vs connections](memory.svg)\n\n\
+                 | connections |\n|---:|\n| 500 |\n"
+            ),
+            "{md}"
+        );
+        assert!(md.contains("## Nothing\n\nNo --pid: no plot.\n"), "{md}");
+        let svg = std::fs::read_to_string(dir.join("memory.svg")).unwrap();
+        assert!(svg.contains("data-name=\"KiB/connection\""));
+        assert!(!dir.join("latency.svg").exists());
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -12,13 +12,17 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::task::JoinSet;
 
-use crate::conn::{self, ConnError, EndReason, Ended, PubSink};
+use crate::conn::{self, ConnError, EndReason, Ended, PubSink, Wire};
 use crate::stats;
 use crate::target::WsTarget;
 use crate::token;
 
 /// The channels connection `i` subscribes to.
 pub(crate) type ChannelsOf = Arc<dyn Fn(usize) -> Vec<String> + Send + Sync>;
+
+/// Told the number connected and subscribed so far, each time one more is (called from the
+/// opening loop, one call at a time: keep it cheap).
+pub(crate) type OnConnected = Arc<dyn Fn(u64) + Send + Sync>;
 
 /// What to open.
 pub(crate) struct Plan {
@@ -42,12 +46,15 @@ pub(crate) struct Plan {
     pub(crate) max_connect_time: Duration,
     /// Channels per connection.
     pub(crate) channels: ChannelsOf,
-    /// Offer permessage-deflate, and fail connections whose server does not accept it.
-    pub(crate) compression: bool,
+    /// The protocol flavour, and permessage-deflate (connections whose server does not
+    /// accept what is offered fail).
+    pub(crate) wire: Wire,
     /// Where publications go.
     pub(crate) sink: Arc<dyn PubSink>,
     /// Show a progress bar on stderr (when it is a terminal).
     pub(crate) progress: bool,
+    /// Told the count connected so far as it grows.
+    pub(crate) on_connected: Option<OnConnected>,
 }
 
 /// The opening phase, summed up.
@@ -57,6 +64,9 @@ pub(crate) struct Opened {
     pub(crate) connected: u64,
     /// Of them, connections with permessage-deflate negotiated.
     pub(crate) compressed: u64,
+    /// Data frame bytes (headers included) the connected ones received while opening: the
+    /// replies to connect and subscribe.
+    pub(crate) opening_bytes: u64,
     /// Connections that failed, by kind of failure.
     pub(crate) failures: BTreeMap<String, u64>,
     /// The first failure in full.
@@ -87,6 +97,10 @@ pub(crate) struct Ending {
     pub(crate) pings_answered: u64,
     /// Compressed messages received, over all connections.
     pub(crate) compressed_messages: u64,
+    /// Data frame bytes (WebSocket headers included, as on the wire) received once
+    /// subscribed, until told to stop, over all connections.
+    #[serde(default)]
+    pub(crate) bytes_received: u64,
 }
 
 /// Open connections, held by their tasks.
@@ -112,11 +126,12 @@ pub(crate) async fn open(plan: Plan) -> Result<(Swarm, Opened), ConnError> {
         source0,
         &token0,
         &(plan.channels)(first),
-        plan.compression,
+        plan.wire,
         plan.connect_timeout,
     )
     .await?;
     let compressed0 = session.compressed();
+    let opening0 = session.opening_bytes();
     latency.saturating_record(micros(t0.elapsed()));
     {
         let sink = plan.sink.clone();
@@ -124,11 +139,16 @@ pub(crate) async fn open(plan: Plan) -> Result<(Swarm, Opened), ConnError> {
         tasks.spawn(async move { Some(session.run(first, rx, &*sink).await) });
     }
 
+    let on_connected = plan.on_connected.clone();
+    if let Some(f) = &on_connected {
+        f(1);
+    }
     let bar = progress_bar(plan.connections as u64, plan.progress);
     bar.inc(1);
     let mut opened = Opened {
         connected: 1,
         compressed: u64::from(compressed0),
+        opening_bytes: opening0,
         failures: BTreeMap::new(),
         first_error: None,
         not_attempted: 0,
@@ -138,17 +158,24 @@ pub(crate) async fn open(plan: Plan) -> Result<(Swarm, Opened), ConnError> {
     };
     opened.connected_ids[0] = true;
     let sem = Arc::new(Semaphore::new(plan.concurrency.max(1)));
-    // Each answer: the time to open and whether permessage-deflate is on, or the error.
-    let (tx, mut rx) = mpsc::unbounded_channel::<(usize, Result<(Duration, bool), ConnError>)>();
+    // Each answer: the time to open, whether permessage-deflate is on and the bytes received
+    // while opening, or the error.
+    let (tx, mut rx) =
+        mpsc::unbounded_channel::<(usize, Result<(Duration, bool, u64), ConnError>)>();
     let deadline = tokio::time::Instant::from_std(started + plan.max_connect_time);
     let mut attempted = 1usize;
     let mut answered = 1usize;
-    let record = |(i, r): (usize, Result<(Duration, bool), ConnError>), o: &mut Opened| match r {
-        Ok((d, compressed)) => {
+    let record = |(i, r): (usize, Result<(Duration, bool, u64), ConnError>), o: &mut Opened| match r
+    {
+        Ok((d, compressed, bytes)) => {
             o.connected += 1;
             o.connected_ids[i] = true;
             o.compressed += u64::from(compressed);
+            o.opening_bytes += bytes;
             o.latency.saturating_record(micros(d));
+            if let Some(f) = &on_connected {
+                f(o.connected);
+            }
         }
         Err(e) => {
             *o.failures.entry(e.kind()).or_default() += 1;
@@ -182,18 +209,19 @@ pub(crate) async fn open(plan: Plan) -> Result<(Swarm, Opened), ConnError> {
         let token = token::for_connection(&plan.secret, i);
         let channels = (plan.channels)(i);
         let timeout = plan.connect_timeout;
-        let compression = plan.compression;
+        let wire = plan.wire;
         let sink = plan.sink.clone();
         let tx = tx.clone();
         let rx_stop = stop_rx.clone();
         tasks.spawn(async move {
             let t = Instant::now();
             let (target, source) = route(&targets, &sources, i);
-            let r = conn::open(target, source, &token, &channels, compression, timeout).await;
+            let r = conn::open(target, source, &token, &channels, wire, timeout).await;
             drop(permit);
             match r {
                 Ok(session) => {
-                    let _ = tx.send((local, Ok((t.elapsed(), session.compressed()))));
+                    let opened = (t.elapsed(), session.compressed(), session.opening_bytes());
+                    let _ = tx.send((local, Ok(opened)));
                     Some(session.run(i, rx_stop, &*sink).await)
                 }
                 Err(e) => {
@@ -234,6 +262,7 @@ impl Swarm {
                 Ok(Some(Ok(Some(ended)))) => {
                     closed.pings_answered += ended.pings;
                     closed.compressed_messages += ended.inflated;
+                    closed.bytes_received += ended.bytes;
                     match ended.reason {
                         EndReason::Stopped => {}
                         EndReason::Closed(Some(code)) => {

@@ -22,7 +22,12 @@ pub(crate) fn hs256(secret: &str, claims: &serde_json::Value) -> String {
 
 /// The connection token of load connection `i`: `{"sub": "lt-<i>"}`, no expiry.
 pub(crate) fn for_connection(secret: &str, i: usize) -> String {
-    hs256(secret, &serde_json::json!({ "sub": format!("lt-{i}") }))
+    for_user(secret, &format!("lt-{i}"))
+}
+
+/// The connection token of `user`: `{"sub": user}`, no expiry.
+pub(crate) fn for_user(secret: &str, user: &str) -> String {
+    hs256(secret, &serde_json::json!({ "sub": user }))
 }
 
 #[cfg(test)]

@@ -24,7 +24,7 @@ use crate::cli::ConnectOpts;
 use crate::conn::PubSink;
 use crate::fanout::{Clock, LatencySink};
 use crate::stats::{self, Timeline};
-use crate::swarm::{self, ChannelsOf, Ending, Opened, Plan, Swarm};
+use crate::swarm::{self, ChannelsOf, Ending, OnConnected, Opened, Plan, Swarm};
 use crate::target::{self, WsTarget};
 
 /// Connections one process holds at most (the hard open-files limit is 20,000 here; the
@@ -209,12 +209,43 @@ pub(crate) struct WorkerSpec {
     pub(crate) max_connect_time_ms: u64,
     /// Offer permessage-deflate.
     pub(crate) compression: bool,
+    /// Speak the Protobuf flavour.
+    #[serde(default)]
+    pub(crate) protobuf: bool,
     /// The channels.
     pub(crate) channels: ChannelSpec,
     /// Keep per-second latency buckets (`--report`).
     #[serde(default)]
     pub(crate) timeline: bool,
+    /// Print [`Msg::Connected`] each time this many more are connected while opening (0:
+    /// never).
+    #[serde(default)]
+    pub(crate) connected_every: u64,
 }
+
+/// How the opening phase is watched.
+#[derive(Clone, Default)]
+pub(crate) struct Watch {
+    /// A progress bar on stderr (when it is a terminal).
+    pub(crate) progress: bool,
+    /// Told the count connected so far as it grows: at every connection in this process;
+    /// with worker processes, at their [`Msg::Connected`] lines (every 0.5% of a slice)
+    /// with the sum over them.
+    pub(crate) on_connected: Option<OnConnected>,
+}
+
+impl Watch {
+    /// A progress bar (when `progress` is set), nothing else.
+    pub(crate) fn bar(progress: bool) -> Self {
+        Watch {
+            progress,
+            on_connected: None,
+        }
+    }
+}
+
+/// [`Msg::Connected`] lines per worker slice, at most (when they are asked for).
+const CONNECTED_LINES: u64 = 200;
 
 /// A line a worker prints.
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
@@ -228,6 +259,9 @@ pub(crate) enum Msg {
         connected: u64,
         /// With permessage-deflate.
         compressed: u64,
+        /// Data frame bytes received while opening.
+        #[serde(default)]
+        opening_bytes: u64,
         /// Failures by kind.
         failures: BTreeMap<String, u64>,
         /// The first failure.
@@ -240,6 +274,11 @@ pub(crate) enum Msg {
         latency: Vec<(u64, u64)>,
         /// Local indices not connected.
         not_connected: Vec<u64>,
+    },
+    /// Connected so far, while opening (with `connected_every` in the spec).
+    Connected {
+        /// Connected and subscribed so far, of its slice.
+        connected: u64,
     },
     /// Deliveries so far.
     Progress {
@@ -301,13 +340,25 @@ async fn worker_run(spec: WorkerSpec) -> Result<(), String> {
         max_connect_time: Duration::from_millis(spec.max_connect_time_ms),
         channels: spec.channels.function(),
         sink: sink.clone(),
-        compression: spec.compression,
+        wire: crate::conn::Wire {
+            flavour: crate::conn::Flavour::of(spec.protobuf),
+            compression: spec.compression,
+        },
         progress: false,
+        on_connected: (spec.connected_every > 0).then(|| {
+            let every = spec.connected_every;
+            Arc::new(move |connected: u64| {
+                if connected.is_multiple_of(every) {
+                    emit(&Msg::Connected { connected });
+                }
+            }) as OnConnected
+        }),
     };
     let (swarm, opened) = swarm::open(plan).await.map_err(|e| e.to_string())?;
     emit(&Msg::Opened {
         connected: opened.connected,
         compressed: opened.compressed,
+        opening_bytes: opened.opening_bytes,
         failures: opened.failures.clone(),
         first_error: opened.first_error.clone(),
         not_attempted: opened.not_attempted,
@@ -487,7 +538,7 @@ pub(crate) async fn open(
     (extra_files, flag): (u64, &str),
     channels: ChannelSpec,
     sink: Arc<LatencySink>,
-    progress: bool,
+    watch: Watch,
 ) -> Result<(Held, Opened), String> {
     let targets: Vec<WsTarget> = target::ws_list(&c.url, allow_remote).await?;
     target::check_sources(&c.source_addrs, allow_remote)?;
@@ -506,8 +557,9 @@ pub(crate) async fn open(
             max_connect_time: c.max_connect_time,
             channels: channels.function(),
             sink: sink.clone() as Arc<dyn PubSink>,
-            compression: c.compression,
-            progress,
+            wire: c.wire(),
+            progress: watch.progress,
+            on_connected: watch.on_connected,
         };
         let (swarm, opened) = swarm::open(plan).await.map_err(|e| e.to_string())?;
         return Ok((Held::Local { swarm, sink }, opened));
@@ -527,21 +579,29 @@ pub(crate) async fn open(
             connect_timeout_ms: c.connect_timeout.as_millis() as u64,
             max_connect_time_ms: c.max_connect_time.as_millis() as u64,
             compression: c.compression,
+            protobuf: c.protobuf,
             channels: channels.clone(),
             timeline: sink.timeline.is_some(),
+            connected_every: if watch.on_connected.is_some() {
+                (slice.count / CONNECTED_LINES).max(1)
+            } else {
+                0
+            },
         })
         .collect();
     let limit = c.max_connect_time + c.connect_timeout + Duration::from_secs(30);
-    Fleet::open(specs, n, limit).await
+    Fleet::open(specs, n, limit, watch.on_connected).await
 }
 
 impl Fleet {
     /// Starts one worker per spec and waits (at most `limit`) until each has opened its
-    /// slice; fails with the first worker error.
+    /// slice, telling `on_connected` the sum connected so far as they report it; fails with
+    /// the first worker error.
     async fn open(
         specs: Vec<WorkerSpec>,
         n: u64,
         limit: Duration,
+        on_connected: Option<OnConnected>,
     ) -> Result<(Held, Opened), String> {
         let exe = std::env::current_exe().map_err(|e| format!("cannot find this binary: {e}"))?;
         let (tx, rx) = mpsc::unbounded_channel();
@@ -595,6 +655,7 @@ impl Fleet {
         let mut opened = Opened {
             connected: 0,
             compressed: 0,
+            opening_bytes: 0,
             failures: BTreeMap::new(),
             first_error: None,
             not_attempted: 0,
@@ -603,6 +664,14 @@ impl Fleet {
             connected_ids: vec![true; n as usize],
         };
         let deadline = tokio::time::Instant::now() + limit;
+        // Connected so far, per worker.
+        let mut so_far = vec![0u64; specs.len()];
+        let mut tell = |k: usize, connected: u64| {
+            if let Some(f) = &on_connected {
+                so_far[k] = connected;
+                f(so_far.iter().sum());
+            }
+        };
         let mut waiting = specs.len();
         while waiting > 0 {
             let (k, msg) = match tokio::time::timeout_at(deadline, fleet.rx.recv()).await {
@@ -614,6 +683,7 @@ impl Fleet {
                 Some(Msg::Opened {
                     connected,
                     compressed,
+                    opening_bytes,
                     failures,
                     first_error,
                     not_attempted,
@@ -622,8 +692,10 @@ impl Fleet {
                     not_connected,
                 }) => {
                     waiting -= 1;
+                    tell(k, connected);
                     opened.connected += connected;
                     opened.compressed += compressed;
+                    opened.opening_bytes += opening_bytes;
                     for (kind, c) in failures {
                         *opened.failures.entry(kind).or_default() += c;
                     }
@@ -640,6 +712,7 @@ impl Fleet {
                         }
                     }
                 }
+                Some(Msg::Connected { connected }) => tell(k, connected),
                 Some(Msg::Error(e)) => return Err(format!("worker {k}: {e}")),
                 Some(_) => {}
                 None => return Err(format!("worker process {k} ended before opening")),
@@ -686,6 +759,7 @@ impl Fleet {
                     stats::decode_into(&mut r.latency, &latency);
                     r.ending.pings_answered += ending.pings_answered;
                     r.ending.compressed_messages += ending.compressed_messages;
+                    r.ending.bytes_received += ending.bytes_received;
                     for (why, n) in ending.dropped {
                         *r.ending.dropped.entry(why).or_default() += n;
                     }
@@ -866,12 +940,25 @@ mod tests {
             connect_timeout_ms: 1,
             max_connect_time_ms: 1,
             compression: false,
+            protobuf: true,
             channels: ChannelSpec::PersonalGroup { group_size: 10 },
             timeline: true,
+            connected_every: 3,
         };
         let back: WorkerSpec =
             serde_json::from_str(&serde_json::to_string(&spec).unwrap()).unwrap();
         assert_eq!(back.slice, spec.slice);
         assert_eq!((back.channels.function())(12), ["personal-12", "group-1"]);
+        assert_eq!(back.connected_every, 3);
+        assert!(back.protobuf);
+        let line = serde_json::to_string(&Msg::Connected { connected: 9 }).unwrap();
+        assert_eq!(line, r#"{"connected":{"connected":9}}"#);
+        // A spec from before `connected_every`: no such lines.
+        let mut old = serde_json::to_value(&spec).unwrap();
+        old.as_object_mut().unwrap().remove("connected_every");
+        old.as_object_mut().unwrap().remove("protobuf");
+        let back: WorkerSpec = serde_json::from_value(old).unwrap();
+        assert_eq!(back.connected_every, 0);
+        assert!(!back.protobuf, "JSON by default");
     }
 }

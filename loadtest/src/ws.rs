@@ -8,6 +8,9 @@
 //! message, so no connection holds a deflate context. Its own frames (connect, subscribe,
 //! pongs) go out masked and uncompressed, which the RFC allows.
 //!
+//! With `--protobuf` the upgrade also offers subprotocol `centrifuge-protobuf`, and fails
+//! unless the server answers with it; commands then go out in binary frames.
+//!
 //! Bytes are read into a per-thread scratch buffer and a connection keeps only what it has
 //! not consumed yet, so an idle connection holds no read buffer at all.
 
@@ -105,6 +108,8 @@ pub(crate) enum HandshakeError {
     Invalid(String),
     /// permessage-deflate was offered and not (acceptably) accepted.
     Compression(String),
+    /// A subprotocol was offered and not accepted.
+    Subprotocol(String),
 }
 
 impl fmt::Display for HandshakeError {
@@ -113,7 +118,8 @@ impl fmt::Display for HandshakeError {
             HandshakeError::Io(e)
             | HandshakeError::Status(e)
             | HandshakeError::Invalid(e)
-            | HandshakeError::Compression(e) => write!(f, "{e}"),
+            | HandshakeError::Compression(e)
+            | HandshakeError::Subprotocol(e) => write!(f, "{e}"),
         }
     }
 }
@@ -246,6 +252,9 @@ pub(crate) struct Decoder {
     fragmented: Option<(u8, bool)>,
     /// Compressed messages received.
     inflated: u64,
+    /// Bytes of the text, binary and continuation frames received, headers included, as on
+    /// the wire (compressed, for compressed messages).
+    data_bytes: u64,
 }
 
 impl Decoder {
@@ -346,6 +355,9 @@ impl Decoder {
         }
         let payload = &data[at..at + len];
         let used = at + len;
+        if opcode & 0x08 == 0 {
+            self.data_bytes += used as u64;
+        }
         let message = match opcode {
             op::PING => Some(Incoming::Ping(payload.to_vec())),
             op::PONG => Some(Incoming::Pong),
@@ -427,12 +439,24 @@ fn request_target(url: &str) -> Result<(String, String), HandshakeError> {
     Ok((path, host))
 }
 
-/// The upgrade request.
-pub(crate) fn upgrade_request(path: &str, host: &str, key: &str, deflate: bool) -> String {
+/// The upgrade request, offering permessage-deflate if `deflate` and subprotocol `protocol`
+/// when given.
+pub(crate) fn upgrade_request(
+    path: &str,
+    host: &str,
+    key: &str,
+    deflate: bool,
+    protocol: Option<&str>,
+) -> String {
     let mut r = format!(
         "GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
          Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
     );
+    if let Some(p) = protocol {
+        r.push_str("Sec-WebSocket-Protocol: ");
+        r.push_str(p);
+        r.push_str("\r\n");
+    }
     if deflate {
         r.push_str("Sec-WebSocket-Extensions: ");
         r.push_str(DEFLATE_OFFER);
@@ -443,8 +467,14 @@ pub(crate) fn upgrade_request(path: &str, host: &str, key: &str, deflate: bool) 
 }
 
 /// Checks the response head (status line and headers, without the blank line) to an upgrade
-/// sent with `key`; returns whether permessage-deflate is on (only if `offered`).
-pub(crate) fn check_response(head: &str, key: &str, offered: bool) -> Result<bool, HandshakeError> {
+/// sent with `key`; returns whether permessage-deflate is on (only if `offered`). With
+/// `protocol` offered, the server must have chosen it; without, it must choose none.
+pub(crate) fn check_response(
+    head: &str,
+    key: &str,
+    offered: bool,
+    protocol: Option<&str>,
+) -> Result<bool, HandshakeError> {
     let mut lines = head.split("\r\n");
     let status_line = lines.next().unwrap_or("");
     let mut parts = status_line.splitn(3, ' ');
@@ -506,6 +536,7 @@ pub(crate) fn check_response(head: &str, key: &str, offered: bool) -> Result<boo
             ))
         }
     }
+    check_subprotocol(&all("sec-websocket-protocol"), protocol)?;
     let extensions = all("sec-websocket-extensions")
         .iter()
         .flat_map(|v| v.split(','))
@@ -533,6 +564,33 @@ pub(crate) fn check_response(head: &str, key: &str, offered: bool) -> Result<boo
         _ => Err(HandshakeError::Compression(format!(
             "the server answered with several extensions, only permessage-deflate was offered: {}",
             extensions.join(", ")
+        ))),
+    }
+}
+
+/// Checks the `Sec-WebSocket-Protocol` values of a 101 response against the subprotocol
+/// offered, if any (RFC 6455 §4.1: the server picks one of those offered, or none).
+fn check_subprotocol(answered: &[&str], offered: Option<&str>) -> Result<(), HandshakeError> {
+    let answered: Vec<&str> = answered
+        .iter()
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .collect();
+    match (offered, &answered[..]) {
+        (None, []) => Ok(()),
+        (None, some) => Err(HandshakeError::Invalid(format!(
+            "the server chose subprotocol {}, which was not offered",
+            some.join(", ")
+        ))),
+        (Some(p), []) => Err(HandshakeError::Subprotocol(format!(
+            "the server did not accept subprotocol {p}: its 101 response has no \
+             Sec-WebSocket-Protocol header"
+        ))),
+        (Some(p), [one]) if *one == p => Ok(()),
+        (Some(p), other) => Err(HandshakeError::Subprotocol(format!(
+            "the server answered subprotocol {} to an offer of {p} alone",
+            other.join(", ")
         ))),
     }
 }
@@ -603,11 +661,13 @@ pub(crate) struct WebSocket {
 
 impl WebSocket {
     /// Does the opening handshake for `url` (`ws://host[:port]/path`) over `tcp`, offering
-    /// permessage-deflate if `deflate`.
+    /// permessage-deflate if `deflate`, and subprotocol `protocol` (which the server must
+    /// then choose) when given.
     pub(crate) async fn connect(
         tcp: TcpStream,
         url: &str,
         deflate: bool,
+        protocol: Option<&str>,
     ) -> Result<WebSocket, HandshakeError> {
         let (path, host) = request_target(url)?;
         let key = STANDARD.encode(std::array::from_fn::<u8, 16, _>(|_| fastrand::u8(..)));
@@ -615,7 +675,7 @@ impl WebSocket {
             tcp,
             rbuf: Vec::new(),
             rpos: 0,
-            wbuf: upgrade_request(&path, &host, &key, deflate).into_bytes(),
+            wbuf: upgrade_request(&path, &host, &key, deflate, protocol).into_bytes(),
             wpos: 0,
             decoder: Decoder::new(false),
             close_sent: false,
@@ -638,7 +698,7 @@ impl WebSocket {
             }
         };
         let head = String::from_utf8_lossy(&ws.rbuf[..head_len - 4]);
-        let negotiated = check_response(&head, &key, deflate)?;
+        let negotiated = check_response(&head, &key, deflate, protocol)?;
         // Bytes after the head are the first frames.
         ws.rpos = head_len;
         ws.release_read();
@@ -654,6 +714,12 @@ impl WebSocket {
     /// Compressed messages received so far.
     pub(crate) fn inflated(&self) -> u64 {
         self.decoder.inflated
+    }
+
+    /// Bytes of the text, binary and continuation frames received so far, headers included,
+    /// as on the wire (not inflated); control frames (pings, pongs, close) not counted.
+    pub(crate) fn data_bytes(&self) -> u64 {
+        self.decoder.data_bytes
     }
 
     /// The next text, binary or close message. Pings are answered (the pong goes out before
@@ -692,6 +758,12 @@ impl WebSocket {
     /// Sends a text message (one masked, uncompressed frame).
     pub(crate) async fn send_text(&mut self, text: &str) -> Result<(), WsError> {
         self.queue(op::TEXT, text.as_bytes());
+        self.flush().await
+    }
+
+    /// Sends a binary message (one masked, uncompressed frame).
+    pub(crate) async fn send_binary(&mut self, data: &[u8]) -> Result<(), WsError> {
+        self.queue(op::BINARY, data);
         self.flush().await
     }
 
@@ -1101,7 +1173,13 @@ mod tests {
 
     #[test]
     fn the_upgrade_request_offers_deflate_when_asked() {
-        let r = upgrade_request("/connection/websocket?x=1", "127.0.0.1:8000", KEY, true);
+        let r = upgrade_request(
+            "/connection/websocket?x=1",
+            "127.0.0.1:8000",
+            KEY,
+            true,
+            None,
+        );
         assert!(r.starts_with("GET /connection/websocket?x=1 HTTP/1.1\r\nHost: 127.0.0.1:8000\r\n"));
         assert!(r.contains("\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"));
         assert!(r.contains("\r\nSec-WebSocket-Version: 13\r\n"));
@@ -1110,7 +1188,7 @@ mod tests {
              server_no_context_takeover\r\n"
         ));
         assert!(r.ends_with("\r\n\r\n"));
-        assert!(!upgrade_request("/", "h", KEY, false).contains("Extensions"));
+        assert!(!upgrade_request("/", "h", KEY, false, None).contains("Extensions"));
         assert_eq!(
             request_target("ws://127.0.0.1:9/a/b?c").unwrap(),
             ("/a/b?c".into(), "127.0.0.1:9".into())
@@ -1123,33 +1201,43 @@ mod tests {
 
     #[test]
     fn responses_are_checked() {
-        assert_eq!(check_response(&response(""), KEY, false), Ok(false));
+        assert_eq!(check_response(&response(""), KEY, false, None), Ok(false));
         let deflate = "\r\nSec-WebSocket-Extensions: permessage-deflate; server_no_context_takeover; client_no_context_takeover";
-        assert_eq!(check_response(&response(deflate), KEY, true), Ok(true));
+        assert_eq!(
+            check_response(&response(deflate), KEY, true, None),
+            Ok(true)
+        );
         assert_eq!(
             check_response(
                 &response("\r\nsec-websocket-extensions: permessage-deflate;server_no_context_takeover;server_max_window_bits=10"),
                 KEY,
-                true
+                true,
+                None
             ),
             Ok(true)
         );
-        let e = check_response("HTTP/1.1 404 Not Found\r\nContent-Length: 0", KEY, false);
+        let e = check_response(
+            "HTTP/1.1 404 Not Found\r\nContent-Length: 0",
+            KEY,
+            false,
+            None,
+        );
         assert_eq!(e, Err(HandshakeError::Status("HTTP 404 Not Found".into())));
         let wrong = response("").replace("s3pP", "AAAA");
         assert!(
-            matches!(check_response(&wrong, KEY, false), Err(HandshakeError::Invalid(e)) if e.contains("Sec-WebSocket-Accept"))
+            matches!(check_response(&wrong, KEY, false, None), Err(HandshakeError::Invalid(e)) if e.contains("Sec-WebSocket-Accept"))
         );
         let no_upgrade = response("").replace("upgrade: WebSocket\r\n", "");
         assert!(
-            matches!(check_response(&no_upgrade, KEY, false), Err(HandshakeError::Invalid(e)) if e.contains("Upgrade"))
+            matches!(check_response(&no_upgrade, KEY, false, None), Err(HandshakeError::Invalid(e)) if e.contains("Upgrade"))
         );
         assert!(matches!(
-            check_response("SSH-2.0", KEY, false),
+            check_response("SSH-2.0", KEY, false, None),
             Err(HandshakeError::Invalid(_))
         ));
         // Offered, not accepted: the error names the missing header.
-        let Err(HandshakeError::Compression(e)) = check_response(&response(""), KEY, true) else {
+        let Err(HandshakeError::Compression(e)) = check_response(&response(""), KEY, true, None)
+        else {
             panic!()
         };
         assert!(e.contains("no Sec-WebSocket-Extensions header"), "{e}");
@@ -1160,6 +1248,7 @@ mod tests {
             ),
             KEY,
             true,
+            None,
         ) else {
             panic!()
         };
@@ -1172,13 +1261,65 @@ mod tests {
             "permessage-deflate; server_no_context_takeover, permessage-deflate; server_no_context_takeover",
         ] {
             let r = response(&format!("\r\nSec-WebSocket-Extensions: {bad}"));
-            assert!(matches!(check_response(&r, KEY, true), Err(HandshakeError::Compression(_))), "{bad}");
+            assert!(matches!(check_response(&r, KEY, true, None), Err(HandshakeError::Compression(_))), "{bad}");
         }
         // Not offered, yet answered.
         assert!(matches!(
-            check_response(&response(deflate), KEY, false),
+            check_response(&response(deflate), KEY, false, None),
             Err(HandshakeError::Invalid(_))
         ));
+    }
+
+    #[test]
+    fn a_subprotocol_offered_must_be_chosen() {
+        const PB: &str = "centrifuge-protobuf";
+        let r = upgrade_request("/c", "h", KEY, false, Some(PB));
+        assert!(
+            r.contains("\r\nSec-WebSocket-Protocol: centrifuge-protobuf\r\n"),
+            "{r}"
+        );
+        assert!(!upgrade_request("/c", "h", KEY, false, None).contains("Protocol"));
+        let chosen = response("\r\nSec-WebSocket-Protocol: centrifuge-protobuf");
+        assert_eq!(check_response(&chosen, KEY, false, Some(PB)), Ok(false));
+        // With permessage-deflate as well.
+        let both = response(
+            "\r\nsec-websocket-protocol: centrifuge-protobuf\r\nSec-WebSocket-Extensions: \
+             permessage-deflate; server_no_context_takeover",
+        );
+        assert_eq!(check_response(&both, KEY, true, Some(PB)), Ok(true));
+        // Offered, not chosen: a server of the JSON flavour only.
+        let Err(HandshakeError::Subprotocol(e)) =
+            check_response(&response(""), KEY, false, Some(PB))
+        else {
+            panic!()
+        };
+        assert!(
+            e.contains("did not accept subprotocol centrifuge-protobuf")
+                && e.contains("no Sec-WebSocket-Protocol header"),
+            "{e}"
+        );
+        let json = response("\r\nSec-WebSocket-Protocol: centrifuge-json");
+        let Err(HandshakeError::Subprotocol(e)) = check_response(&json, KEY, false, Some(PB))
+        else {
+            panic!()
+        };
+        assert!(e.contains("centrifuge-json"), "{e}");
+        // Not offered, yet chosen.
+        assert!(matches!(
+            check_response(&chosen, KEY, false, None),
+            Err(HandshakeError::Invalid(e)) if e.contains("not offered")
+        ));
+    }
+
+    #[test]
+    fn data_frame_bytes_are_counted_with_their_headers() {
+        let mut d = Decoder::new(false);
+        let mut wire = server_frame(0x82, &[0u8; 200]); // 4-byte header
+        wire.extend(server_frame(0x89, b"ping")); // control: not counted
+        wire.extend(server_frame(0x01, b"ab")); // a fragmented text message
+        wire.extend(server_frame(0x80, b"c"));
+        assert_eq!(decode_all(&mut d, &wire).unwrap().len(), 3);
+        assert_eq!(d.data_bytes, 204 + 4 + 3);
     }
 
     /// A fake server on loopback: checks the upgrade, answers with deflate on, sends a ping,
@@ -1244,7 +1385,7 @@ mod tests {
         });
         let tcp = TcpStream::connect(addr).await.unwrap();
         let url = format!("ws://{addr}/connection/websocket");
-        let mut ws = WebSocket::connect(tcp, &url, true).await.unwrap();
+        let mut ws = WebSocket::connect(tcp, &url, true, None).await.unwrap();
         assert!(ws.deflate());
         let Some(Incoming::Text(got)) = ws.recv().await.unwrap() else {
             panic!()
@@ -1291,7 +1432,7 @@ mod tests {
             let _ = s.read(&mut b).await;
         });
         let tcp = TcpStream::connect(addr).await.unwrap();
-        let e = WebSocket::connect(tcp, &format!("ws://{addr}/"), true)
+        let e = WebSocket::connect(tcp, &format!("ws://{addr}/"), true, None)
             .await
             .unwrap_err();
         assert!(

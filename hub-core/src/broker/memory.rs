@@ -110,7 +110,7 @@ impl Broker for MemoryBroker {
     async fn run(&self, handler: Arc<dyn BrokerEventHandler>) -> Result<(), EngineError> {
         self.handler
             .set(handler)
-            .map_err(|_| EngineError("memory broker already running".into()))?;
+            .map_err(|_| EngineError::new("memory broker already running"))?;
         // A sweeper frees expired streams; it stops when the broker is dropped.
         let weak: Weak<Vec<Shard>> = Arc::downgrade(&self.shards);
         tokio::spawn(async move {

@@ -7,6 +7,8 @@ mod memory;
 
 pub use memory::MemoryBroker;
 
+use bytes::Bytes;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -66,6 +68,14 @@ pub trait BrokerEventHandler: Send + Sync + 'static {
     fn handle_join(&self, channel: &str, info: ClientInfo);
     /// Someone left `channel`.
     fn handle_leave(&self, channel: &str, info: ClientInfo);
+    /// Whether this node has local subscribers in `channel` (brokers reconcile their
+    /// subscriptions with it, so a subscribe racing an unsubscribe ends in the right state).
+    fn has_subscribers(&self, channel: &str) -> bool;
+    /// A control message from another node.
+    fn handle_control(&self, data: Bytes);
+    /// Delivery may have lost messages (the broker reconnected, or fell behind): the node
+    /// checks the stream positions of its channels.
+    fn handle_resync(&self);
 }
 
 /// Publish/subscribe plus history with offsets and epochs.
@@ -73,7 +83,8 @@ pub trait BrokerEventHandler: Send + Sync + 'static {
 pub trait Broker: Send + Sync + 'static {
     /// Starts delivering events to `handler`. Called once by the node.
     async fn run(&self, handler: Arc<dyn BrokerEventHandler>) -> Result<(), EngineError>;
-    /// This node has its first subscriber in `channel`.
+    /// A local client subscribes to `channel` (called for every subscription, after the
+    /// node registered it). Returns once this node receives the channel's publications.
     async fn subscribe(&self, channel: &str) -> Result<(), EngineError>;
     /// This node's last subscriber left `channel`.
     async fn unsubscribe(&self, channel: &str) -> Result<(), EngineError>;
@@ -98,4 +109,13 @@ pub trait Broker: Send + Sync + 'static {
     ) -> Result<(Vec<Publication>, StreamPosition), EngineError>;
     /// Drops the channel's history; the next publish starts a new epoch.
     async fn remove_history(&self, channel: &str) -> Result<(), EngineError>;
+    /// Sends a control message to every other node. A single-node broker has no one to
+    /// tell.
+    async fn publish_control(&self, _data: Bytes) -> Result<(), EngineError> {
+        Ok(())
+    }
+    /// Whether the broker can serve now (a broker whose backend is unreachable is not).
+    fn ready(&self) -> Result<(), EngineError> {
+        Ok(())
+    }
 }

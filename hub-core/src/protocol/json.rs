@@ -5,18 +5,7 @@
 use bytes::{BufMut, Bytes, BytesMut};
 
 use super::{Command, Reply, ReplyBody};
-
-/// Why a frame could not be decoded.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DecodeError(pub String);
-
-impl std::fmt::Display for DecodeError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for DecodeError {}
+pub use super::{DecodeError, EncodeError};
 
 /// Splits a frame into commands, in order. Blank segments are skipped (centrifuge-js and
 /// other SDKs may end a frame with `\n`).
@@ -26,19 +15,6 @@ pub fn decode_commands(frame: &[u8]) -> impl Iterator<Item = Result<Command, Dec
         .filter(|seg| seg.iter().any(|b| !b.is_ascii_whitespace()))
         .map(|seg| serde_json::from_slice::<Command>(seg).map_err(|e| DecodeError(e.to_string())))
 }
-
-/// Why a reply could not be encoded: it carries a payload that is not JSON (binary data),
-/// which a JSON client cannot receive.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EncodeError(pub String);
-
-impl std::fmt::Display for EncodeError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for EncodeError {}
 
 /// The encoded server ping: `{}`.
 pub const PING: &[u8] = b"{}";

@@ -53,8 +53,8 @@ impl OpCode {
 pub(crate) enum Incoming {
     /// A text message. `compressed`: its payload is still deflated (RSV1 was set).
     Text { payload: Vec<u8>, compressed: bool },
-    /// A binary message.
-    Binary,
+    /// A binary message (the Protobuf flavour). `compressed` as for text.
+    Binary { payload: Vec<u8>, compressed: bool },
     /// A ping with its payload (to echo in a pong).
     Ping(Vec<u8>),
     /// A pong.
@@ -264,7 +264,10 @@ fn message(op: OpCode, payload: Vec<u8>, compressed: bool) -> Incoming {
             payload,
             compressed,
         },
-        _ => Incoming::Binary,
+        _ => Incoming::Binary {
+            payload,
+            compressed,
+        },
     }
 }
 

@@ -27,6 +27,7 @@ use tracing::{debug, Instrument};
 
 use self::frame::{Decoder, FrameError, Incoming, OpCode};
 use crate::client::Client;
+use crate::codec::Codec;
 use crate::error::Disconnect;
 use crate::handler::TransportInfo;
 use crate::node::Node;
@@ -178,12 +179,11 @@ impl Node {
                 .any(|kv| kv == "format=protobuf" || kv == "cf_protocol=protobuf")
         }) || (protocols.iter().any(|p| p == "centrifuge-protobuf")
             && !protocols.iter().any(|p| p == "centrifuge-json"));
-        if wants_protobuf {
-            return plain(
-                StatusCode::BAD_REQUEST,
-                "the protobuf flavour is not supported by this server yet; use JSON",
-            );
-        }
+        let codec = if wants_protobuf {
+            Codec::Protobuf
+        } else {
+            Codec::Json
+        };
         let accept = accept_key(key.as_bytes());
         let deflate = self.config().compression.enabled
             && deflate::accepts_offer(
@@ -206,7 +206,7 @@ impl Node {
             match on_upgrade.await {
                 Ok(upgraded) => {
                     let io = TokioIo::new(upgraded);
-                    serve(node, io, info, deflate).await;
+                    serve(node, io, info, deflate, codec).await;
                 }
                 Err(e) => debug!(error = %e, "websocket upgrade failed"),
             }
@@ -225,10 +225,16 @@ impl Node {
                 HeaderValue::from_static(deflate::RESPONSE),
             );
         }
-        if protocols.iter().any(|p| p == "centrifuge-json") {
+        // Answer with the subprotocol the client asked for (a browser fails the handshake
+        // on an answer it did not offer, and on none when it offered one).
+        let chosen = match codec {
+            Codec::Protobuf => "centrifuge-protobuf",
+            Codec::Json => "centrifuge-json",
+        };
+        if protocols.iter().any(|p| p == chosen) {
             h.insert(
                 header::SEC_WEBSOCKET_PROTOCOL,
-                HeaderValue::from_static("centrifuge-json"),
+                HeaderValue::from_static(chosen),
             );
         }
         r
@@ -236,7 +242,7 @@ impl Node {
 }
 
 /// Runs one connection until it closes.
-async fn serve<S>(node: Node, io: S, info: TransportInfo, deflate: bool)
+async fn serve<S>(node: Node, io: S, info: TransportInfo, deflate: bool, codec: Codec)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -246,6 +252,7 @@ where
         io,
         decoder: Decoder::new(node.config().max_message_size, deflate),
         deflate,
+        codec,
         node,
     }
     .run(id, info)
@@ -258,6 +265,7 @@ struct Connection<S> {
     io: S,
     decoder: Decoder,
     deflate: bool,
+    codec: Codec,
     node: Node,
 }
 
@@ -304,6 +312,7 @@ where
     /// once serves every subscriber.
     fn encode(&self, items: VecDeque<Frame>) -> BytesMut {
         let mut out = BytesMut::new();
+        let op = self.codec.opcode();
         let cfg = &self.node.config().compression;
         if self.deflate {
             for item in items {
@@ -311,9 +320,9 @@ where
                     let z = item
                         .deflated
                         .unwrap_or_else(|| deflate::compress(&item.data, cfg.level));
-                    frame::encode(&mut out, OpCode::Text, true, &z);
+                    frame::encode(&mut out, op, true, &z);
                 } else {
-                    frame::encode(&mut out, OpCode::Text, false, &item.data);
+                    frame::encode(&mut out, op, false, &item.data);
                 }
             }
             return out;
@@ -321,10 +330,10 @@ where
         let items: Vec<Frame> = items.into();
         for chunk in items.chunks(MAX_MESSAGES_IN_FRAME) {
             if let [one] = chunk {
-                frame::encode(&mut out, OpCode::Text, false, &one.data);
+                frame::encode(&mut out, op, false, &one.data);
             } else {
-                let joined = crate::protocol::json::join_frame(chunk.iter().map(|f| &f.data));
-                frame::encode(&mut out, OpCode::Text, false, &joined);
+                let joined = self.codec.join(chunk.iter().map(|f| &f.data));
+                frame::encode(&mut out, op, false, &joined);
             }
         }
         out
@@ -408,11 +417,21 @@ where
         messages: Vec<Incoming>,
     ) -> Result<(), Disconnect> {
         for m in messages {
+            let binary = matches!(m, Incoming::Binary { .. });
             match m {
                 Incoming::Text {
                     payload,
                     compressed,
+                }
+                | Incoming::Binary {
+                    payload,
+                    compressed,
                 } => {
+                    // Each flavour in its own frame type: text for JSON, binary for
+                    // Protobuf (PROTOCOL.md §1.8); the other is refused with 3506.
+                    if binary != (self.codec == Codec::Protobuf) {
+                        return Err(Disconnect::INAPPROPRIATE_PROTOCOL);
+                    }
                     let payload = if compressed {
                         let max = self.node.config().max_message_size;
                         match deflate::decompress(&payload, max) {
@@ -425,7 +444,7 @@ where
                     } else {
                         payload
                     };
-                    if std::str::from_utf8(&payload).is_err() {
+                    if !binary && std::str::from_utf8(&payload).is_err() {
                         return Err(Disconnect::BAD_REQUEST);
                     }
                     self.node.inner.counters.messages_received.increment(1);
@@ -433,7 +452,6 @@ where
                     // on an idle socket should not carry their space.
                     Box::pin(client.handle_frame(&payload)).await?;
                 }
-                Incoming::Binary => return Err(Disconnect::INAPPROPRIATE_PROTOCOL),
                 Incoming::Ping(p) => {
                     let mut out = BytesMut::new();
                     frame::encode(&mut out, OpCode::Pong, false, &p);
@@ -455,7 +473,12 @@ where
     async fn run(mut self, id: Arc<str>, info: TransportInfo) {
         let node = self.node.clone();
         let cfg = node.config();
-        let shared = Arc::new(ClientShared::new(id, cfg.max_queue_bytes, self.deflate));
+        let shared = Arc::new(ClientShared::new(
+            id,
+            cfg.max_queue_bytes,
+            self.deflate,
+            self.codec,
+        ));
         let mut client = Client::new(node.clone(), shared.clone(), info);
         let mut peer_closed = false;
         let mut write_failed = false;
@@ -602,10 +625,11 @@ mod size_tests {
             io: a,
             decoder: Decoder::new(65536, false),
             deflate: false,
+            codec: Codec::Json,
             node: node.clone(),
         };
         let fut = conn.run(Arc::from("x"), TransportInfo::default());
-        let shared = Arc::new(ClientShared::new("x".into(), 1, false));
+        let shared = Arc::new(ClientShared::new("x".into(), 1, false, Codec::Json));
         let client = Client::new(node.clone(), shared, TransportInfo::default());
         eprintln!(
             "connection task future: {} bytes; client state: {} bytes; shared half: {} bytes",

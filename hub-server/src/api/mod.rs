@@ -330,7 +330,12 @@ impl Executor {
             tags,
             ..Default::default()
         };
+        // Kept only for a forwarding channel (the payload is shared, not copied).
+        let forwarded = self.rules.forwards(channel).then(|| publication.clone());
         let sp = self.node.publish(channel, publication, &options).await?;
+        if let Some(p) = forwarded {
+            self.rules.forward(channel, &p, &sp, None);
+        }
         Ok(PublishResult {
             offset: sp.offset,
             epoch: sp.epoch,
@@ -404,7 +409,8 @@ impl Executor {
         options.data = raw_bytes(&r.data);
         options.expire_at = (r.expire_at > 0).then_some(r.expire_at);
         self.node
-            .subscribe_user(&r.user, &r.channel, options, opt(&r.client));
+            .subscribe_user(&r.user, &r.channel, options, opt(&r.client))
+            .await?;
         Ok(Empty {})
     }
 
@@ -413,7 +419,8 @@ impl Executor {
         require("channel", &r.channel)?;
         require("user", &r.user)?;
         self.node
-            .unsubscribe_user(&r.user, &r.channel, opt(&r.client));
+            .unsubscribe_user(&r.user, &r.channel, opt(&r.client))
+            .await?;
         Ok(Empty {})
     }
 
@@ -430,7 +437,8 @@ impl Executor {
             _ => Disconnect::FORCE_DISCONNECT,
         };
         self.node
-            .disconnect_user(&r.user, d, opt(&r.client), &r.whitelist);
+            .disconnect_user(&r.user, d, opt(&r.client), &r.whitelist)
+            .await?;
         Ok(Empty {})
     }
 
@@ -438,13 +446,15 @@ impl Executor {
     pub async fn refresh(&self, r: RefreshRequest) -> Result<Empty> {
         require("user", &r.user)?;
         let info = raw_bytes(&r.info);
-        self.node.refresh_user(
-            &r.user,
-            opt(&r.client),
-            r.expired,
-            (r.expire_at > 0).then_some(r.expire_at),
-            (!info.is_empty()).then_some(info),
-        );
+        self.node
+            .refresh_user(
+                &r.user,
+                opt(&r.client),
+                r.expired,
+                (r.expire_at > 0).then_some(r.expire_at),
+                (!info.is_empty()).then_some(info),
+            )
+            .await?;
         Ok(Empty {})
     }
 
@@ -491,11 +501,12 @@ impl Executor {
         Ok(Empty {})
     }
 
-    /// `channels`: active channels on this node matching a pattern.
+    /// `channels`: active channels on every node matching a pattern.
     pub async fn channels(&self, r: ChannelsRequest) -> Result<ChannelsResult> {
         let channels = self
             .node
-            .channels()
+            .cluster_channels()
+            .await?
             .into_iter()
             .filter(|(c, _)| r.pattern.is_empty() || glob(r.pattern.as_bytes(), c.as_bytes()))
             .map(|(c, n)| {
@@ -513,7 +524,7 @@ impl Executor {
     /// `info`
     pub async fn info(&self) -> Result<InfoResult> {
         Ok(InfoResult {
-            nodes: vec![self.node.info()],
+            nodes: self.node.cluster_info(),
         })
     }
 

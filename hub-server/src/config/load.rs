@@ -237,6 +237,10 @@ impl Config {
             ("channel.proxy.subscribe", &cp.subscribe),
             ("channel.proxy.publish", &cp.publish),
             ("channel.proxy.sub_refresh", &cp.sub_refresh),
+            (
+                "channel.proxy.publication_forward",
+                &cp.publication_forward.proxy,
+            ),
             ("rpc.proxy", &self.rpc.proxy),
         ];
         for (key, p) in endpoints {
@@ -263,14 +267,12 @@ impl Config {
             if !send.proxy.is_set() {
                 return Err("client.proxy.send.enabled needs client.proxy.send.endpoint".into());
             }
-            if send.max_attempts == 0 {
-                return Err("client.proxy.send.max_attempts must be at least 1".into());
-            }
-            if send.max_backoff < send.initial_backoff {
-                return Err(
-                    "client.proxy.send.max_backoff must not be below initial_backoff".into(),
-                );
-            }
+            send.retry.validate("client.proxy.send")?;
+        }
+        if cp.publication_forward.proxy.is_set() {
+            cp.publication_forward
+                .retry
+                .validate("channel.proxy.publication_forward")?;
         }
         if self.dead_letter.path.is_empty() {
             return Err("dead_letter.path must not be empty".into());
@@ -295,6 +297,11 @@ impl Config {
                         "namespace {name:?}: {what}_proxy_enabled needs channel.proxy.{what}.endpoint"
                     ));
                 }
+            }
+            if o.forward_publications && !cp.publication_forward.proxy.is_set() {
+                return Err(format!(
+                    "namespace {name:?}: forward_publications needs channel.proxy.publication_forward.endpoint"
+                ));
             }
         }
         Ok(())
@@ -339,9 +346,20 @@ impl Config {
         n.user_connection_limit = c.user_connection_limit;
         n.channel_limit = c.channel_limit;
         n.overload_lag = c.overload_lag;
+        n.position_check_interval = c.channel_position_check_delay;
         n.compression.enabled = self.websocket.compression;
         n.compression.min_size = self.websocket.compression_min_size;
         n.compression.level = self.websocket.compression_level;
+        n.name = if self.node.name.is_empty() {
+            let host = std::fs::read_to_string("/etc/hostname")
+                .ok()
+                .map(|h| h.trim().to_owned())
+                .filter(|h| !h.is_empty())
+                .unwrap_or_else(|| "hub".into());
+            format!("{host}_{}", self.http_server.port)
+        } else {
+            self.node.name.clone()
+        };
         n
     }
 }
@@ -552,8 +570,8 @@ mod tests {
             send.active().map(|p| p.timeout),
             Some(Duration::from_secs(1))
         );
-        assert_eq!(send.max_attempts, 3);
-        assert_eq!(send.initial_backoff, Duration::from_millis(50));
+        assert_eq!(send.retry.max_attempts, 3);
+        assert_eq!(send.retry.initial_backoff, Duration::from_millis(50));
         assert_eq!(l.config.dead_letter.max_entries, 7);
         // Relative to the config file's folder.
         let dl = Path::new(&l.config.dead_letter.path);

@@ -39,8 +39,151 @@ pub struct Config {
     pub websocket: Websocket,
     /// Client RPC: which methods go to the RPC proxy.
     pub rpc: Rpc,
-    /// Where `send` events that could not be delivered to `client.proxy.send` are kept.
+    /// Where events that `client.proxy.send` or `channel.proxy.publication_forward` could
+    /// not deliver are kept.
     pub dead_letter: DeadLetter,
+    /// Broker and presence: in memory (one node) or Redis (a cluster of nodes).
+    pub engine: Engine,
+    /// This node.
+    pub node: NodeSection,
+}
+
+/// `node`
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct NodeSection {
+    /// Name shown in `info` (default: host name and HTTP port, `host_8000`).
+    pub name: String,
+}
+
+/// One address or a list of them.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum Addresses {
+    /// `"redis://..."`
+    One(String),
+    /// `["redis://...", ...]`
+    Many(Vec<String>),
+}
+
+impl Default for Addresses {
+    fn default() -> Self {
+        Addresses::Many(Vec::new())
+    }
+}
+
+impl Addresses {
+    /// The addresses, empty ones left out.
+    pub fn list(&self) -> Vec<String> {
+        match self {
+            Addresses::One(a) => vec![a.clone()],
+            Addresses::Many(v) => v.clone(),
+        }
+        .into_iter()
+        .map(|a| a.trim().to_owned())
+        .filter(|a| !a.is_empty())
+        .collect()
+    }
+}
+
+/// `engine`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Engine {
+    /// `memory` (default: one node) or `redis`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Redis settings, used when `type` is `redis`.
+    pub redis: RedisEngine,
+    /// How long a presence entry lives in Redis unless its connection refreshes it
+    /// (default `60s`).
+    #[serde(with = "serde_go")]
+    pub presence_ttl: Duration,
+}
+
+impl Default for Engine {
+    fn default() -> Self {
+        Engine {
+            kind: "memory".into(),
+            redis: RedisEngine::default(),
+            presence_ttl: Duration::from_secs(60),
+        }
+    }
+}
+
+/// `engine.redis`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RedisEngine {
+    /// Redis servers, `redis://[user:password@]host:port[/db]`; several shard channels by
+    /// consistent hashing (default `redis://127.0.0.1:6379` when no cluster is given).
+    pub address: Addresses,
+    /// Redis Cluster seed nodes, `host:port` (several seeds of one cluster comma-separated
+    /// in one entry; several entries are several clusters sharded like `address`).
+    pub cluster_address: Addresses,
+    /// Prefix of keys and channels (default `centrifugo`).
+    pub prefix: String,
+    /// Timeout of one Redis call (default `4s`).
+    #[serde(with = "serde_go")]
+    pub io_timeout: Duration,
+    /// Timeout of connecting (default `1s`).
+    #[serde(with = "serde_go")]
+    pub connect_timeout: Duration,
+}
+
+impl Default for RedisEngine {
+    fn default() -> Self {
+        RedisEngine {
+            address: Addresses::default(),
+            cluster_address: Addresses::default(),
+            prefix: "centrifugo".into(),
+            io_timeout: Duration::from_secs(4),
+            connect_timeout: Duration::from_secs(1),
+        }
+    }
+}
+
+impl RedisEngine {
+    /// The shard addresses in the form the engine takes: `redis://` URLs as given, cluster
+    /// seeds as `redis-cluster://first?node=second&node=third`.
+    pub fn shard_urls(&self) -> Result<Vec<String>, String> {
+        let mut urls = self.address.list();
+        for entry in self.cluster_address.list() {
+            let seeds: Vec<&str> = entry
+                .split(',')
+                .map(|s| s.trim())
+                .map(|s| {
+                    s.trim_start_matches("redis-cluster://")
+                        .trim_start_matches("redis://")
+                })
+                .filter(|s| !s.is_empty())
+                .collect();
+            let Some((first, rest)) = seeds.split_first() else {
+                continue;
+            };
+            let mut url = format!("redis-cluster://{first}");
+            for (i, s) in rest.iter().enumerate() {
+                url.push(if i == 0 { '?' } else { '&' });
+                url.push_str("node=");
+                url.push_str(s);
+            }
+            urls.push(url);
+        }
+        if urls.is_empty() {
+            urls.push("redis://127.0.0.1:6379".into());
+        }
+        for u in &urls {
+            if !(u.starts_with("redis://")
+                || u.starts_with("rediss://")
+                || u.starts_with("redis-cluster://"))
+            {
+                return Err(format!(
+                    "engine.redis.address: {u:?} is not a redis:// address"
+                ));
+            }
+        }
+        Ok(urls)
+    }
 }
 
 /// `websocket`
@@ -194,6 +337,10 @@ pub struct Client {
     /// `0s` turns shedding off).
     #[serde(with = "serde_go")]
     pub overload_lag: Duration,
+    /// How often stream positions of positioned channels are checked against the
+    /// broker, to catch a publication lost on its way (default `40s`; `0s` = never).
+    #[serde(with = "serde_go")]
+    pub channel_position_check_delay: Duration,
     /// Connect and refresh proxies.
     pub proxy: ClientProxies,
 }
@@ -224,6 +371,7 @@ impl Default for Client {
             user_connection_limit: n.user_connection_limit,
             channel_limit: n.channel_limit,
             overload_lag: n.overload_lag,
+            channel_position_check_delay: n.position_check_interval,
             proxy: ClientProxies::default(),
         }
     }
@@ -285,6 +433,9 @@ pub struct ChannelOptions {
     pub publish_proxy_enabled: bool,
     /// Subscription refreshes are decided by `channel.proxy.sub_refresh`.
     pub sub_refresh_proxy_enabled: bool,
+    /// Every publication (server API and client) is forwarded to
+    /// `channel.proxy.publication_forward`, fire and forget.
+    pub forward_publications: bool,
 }
 
 impl ChannelOptions {

@@ -6,15 +6,19 @@ use serde::{Deserialize, Serialize};
 
 use crate::duration::serde_go;
 
-/// `dead_letter`: the local store of undeliverable `send` events (a JSON-lines file).
+/// `dead_letter`: where events that a fire-and-forget proxy (`client.proxy.send`,
+/// `channel.proxy.publication_forward`) could not deliver are kept: a Redis stream when
+/// `engine.type` is `redis`, else a JSON-lines file (also the stream's fallback).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct DeadLetter {
     /// The file (default `dead_letters.jsonl`; a relative path is taken from the config
-    /// file's folder, or the working directory without a config file).
+    /// file's folder, or the working directory without a config file). With the Redis engine
+    /// it receives the entries Redis could not take.
     pub path: String,
     /// Most entries kept (default 10000, at least 1); past it the oldest are dropped (counted
-    /// by `hub_dead_letters_dropped_total` and logged).
+    /// by `hub_dead_letters_dropped_total` and logged). The Redis stream trims approximately
+    /// (`MAXLEN ~`): it may hold somewhat more.
     pub max_entries: usize,
 }
 
@@ -27,17 +31,10 @@ impl Default for DeadLetter {
     }
 }
 
-/// `client.proxy.send`: where client `send` messages go (fire and forget) and how delivery
-/// is retried. A hub extension: Centrifugo has no `send` proxy.
+/// How a fire-and-forget proxy retries an event before dead-lettering it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
-pub struct SendProxy {
-    /// Use the proxy (default false; without it a client `send` closes the connection
-    /// with 3508).
-    pub enabled: bool,
-    /// Where and how each attempt calls.
-    #[serde(flatten)]
-    pub proxy: ProxyEndpoint,
+pub struct RetrySettings {
     /// Attempts per event, the first included (default 5, at least 1).
     pub max_attempts: u32,
     /// Cap of the first backoff (default `100ms`); each retry waits a random time between 0
@@ -52,11 +49,9 @@ pub struct SendProxy {
     pub max_pending: usize,
 }
 
-impl Default for SendProxy {
+impl Default for RetrySettings {
     fn default() -> Self {
-        SendProxy {
-            enabled: false,
-            proxy: ProxyEndpoint::default(),
+        RetrySettings {
             max_attempts: 5,
             initial_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(5),
@@ -65,11 +60,59 @@ impl Default for SendProxy {
     }
 }
 
+impl RetrySettings {
+    /// Checks the settings of the proxy at `key`.
+    pub fn validate(&self, key: &str) -> Result<(), String> {
+        if self.max_attempts == 0 {
+            return Err(format!("{key}.max_attempts must be at least 1"));
+        }
+        if self.max_backoff < self.initial_backoff {
+            return Err(format!(
+                "{key}.max_backoff must not be below {key}.initial_backoff"
+            ));
+        }
+        if self.max_pending == 0 {
+            return Err(format!("{key}.max_pending must be at least 1"));
+        }
+        Ok(())
+    }
+}
+
+/// `client.proxy.send`: where client `send` messages go (fire and forget) and how delivery
+/// is retried. A hub extension: Centrifugo has no `send` proxy.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SendProxy {
+    /// Use the proxy (default false; without it a client `send` closes the connection
+    /// with 3508).
+    pub enabled: bool,
+    /// Where and how each attempt calls.
+    #[serde(flatten)]
+    pub proxy: ProxyEndpoint,
+    /// Retries, then the dead-letter store.
+    #[serde(flatten)]
+    pub retry: RetrySettings,
+}
+
 impl SendProxy {
     /// The endpoint, when enabled.
     pub fn active(&self) -> Option<&ProxyEndpoint> {
         self.enabled.then_some(&self.proxy)
     }
+}
+
+/// `channel.proxy.publication_forward`: where publications of channels whose namespace has
+/// `forward_publications` are forwarded (fire and forget, retried like `client.proxy.send`).
+/// A hub extension: Centrifugo has no such proxy.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PublicationForwardProxy {
+    /// Where and how each attempt calls (empty `endpoint` = no forwarding).
+    #[serde(flatten)]
+    pub proxy: ProxyEndpoint,
+    /// Retries, then the dead-letter store.
+    #[serde(flatten)]
+    pub retry: RetrySettings,
 }
 
 /// Where one proxy calls and how it protects itself (`channel.proxy.subscribe`, `rpc.proxy`,
@@ -140,7 +183,8 @@ pub struct ClientProxies {
     pub send: SendProxy,
 }
 
-/// `channel.proxy`; namespaces switch each on with `*_proxy_enabled`.
+/// `channel.proxy`; namespaces switch each on with `*_proxy_enabled` (and
+/// `forward_publications`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct ChannelProxies {
@@ -150,6 +194,8 @@ pub struct ChannelProxies {
     pub publish: ProxyEndpoint,
     /// Decides subscription refreshes.
     pub sub_refresh: ProxyEndpoint,
+    /// Receives every publication of the forwarding namespaces (fire and forget).
+    pub publication_forward: PublicationForwardProxy,
 }
 
 /// RPC options of a namespace (or of methods without namespace).
@@ -207,6 +253,86 @@ impl Rpc {
                 .iter()
                 .any(|n| n.name == ns && n.options.proxy_enabled),
             _ => self.without_namespace.proxy_enabled,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::Config;
+    use super::*;
+
+    /// The config `json` would load as, or the first problem `validate` names.
+    fn check(json: serde_json::Value) -> Result<Config, String> {
+        let c: Config = serde_json::from_value(json).map_err(|e| e.to_string())?;
+        c.validate().map(|()| c)
+    }
+
+    #[test]
+    fn publication_forwarding_is_configured_next_to_the_channel_proxies() {
+        let mut unknown = Vec::new();
+        let c: Config = serde_ignored::deserialize(
+            serde_json::json!({"channel": {
+                "proxy": {"publication_forward": {"endpoint": "grpc://127.0.0.1:12000",
+                    "timeout": "300ms", "max_attempts": 3, "initial_backoff": "50ms"}},
+                "without_namespace": {"forward_publications": true},
+                "namespaces": [{"name": "orders", "forward_publications": true}, {"name": "chat"}]
+            }}),
+            |p| unknown.push(p.to_string()),
+        )
+        .unwrap();
+        assert!(unknown.is_empty(), "{unknown:?}");
+        c.validate().unwrap();
+        let f = &c.channel.proxy.publication_forward;
+        assert_eq!(f.proxy.timeout, Duration::from_millis(300));
+        assert_eq!(f.proxy.breaker_failures, 5);
+        assert_eq!(f.retry.max_attempts, 3);
+        assert_eq!(f.retry.initial_backoff, Duration::from_millis(50));
+        assert_eq!(f.retry.max_backoff, Duration::from_secs(5));
+        assert_eq!(f.retry.max_pending, 10_000);
+        let forwards = |ch: &str| c.channel.options_for(ch).unwrap().forward_publications;
+        assert!(forwards("orders:1") && forwards("news") && !forwards("chat:1"));
+    }
+
+    #[test]
+    fn bad_publication_forwarding_config_names_the_key() {
+        let endpoint = "grpc://127.0.0.1:12000";
+        for (bad, key) in [
+            (
+                serde_json::json!({"channel": {"namespaces": [{"name": "orders", "forward_publications": true}]}}),
+                r#"namespace "orders": forward_publications needs channel.proxy.publication_forward.endpoint"#,
+            ),
+            (
+                serde_json::json!({"channel": {"without_namespace": {"forward_publications": true}}}),
+                r#"namespace "": forward_publications needs channel.proxy.publication_forward.endpoint"#,
+            ),
+            (
+                serde_json::json!({"channel": {"proxy": {"publication_forward": {"endpoint": "http://h:1"}}}}),
+                "channel.proxy.publication_forward.endpoint",
+            ),
+            (
+                serde_json::json!({"channel": {"proxy": {"publication_forward": {"endpoint": endpoint, "timeout": "0s"}}}}),
+                "channel.proxy.publication_forward.timeout",
+            ),
+            (
+                serde_json::json!({"channel": {"proxy": {"publication_forward": {"endpoint": endpoint, "max_attempts": 0}}}}),
+                "channel.proxy.publication_forward.max_attempts",
+            ),
+            (
+                serde_json::json!({"channel": {"proxy": {"publication_forward": {"endpoint": endpoint, "max_backoff": "1ms"}}}}),
+                "channel.proxy.publication_forward.max_backoff",
+            ),
+            (
+                serde_json::json!({"channel": {"proxy": {"publication_forward": {"endpoint": endpoint, "max_pending": 0}}}}),
+                "channel.proxy.publication_forward.max_pending",
+            ),
+            (
+                serde_json::json!({"client": {"proxy": {"send": {"enabled": true, "endpoint": endpoint, "max_attempts": 0}}}}),
+                "client.proxy.send.max_attempts",
+            ),
+        ] {
+            let e = check(bad.clone()).unwrap_err();
+            assert!(e.contains(key), "{bad}: {e}");
         }
     }
 }

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use hub_core::broker::{HistoryOptions, PublishOptions};
+use hub_core::protocol::{Publication, StreamPosition};
 use hub_core::{
     async_trait, ChannelAction, ClientContext, ConnectingEvent, Credentials, Disconnect, Error,
     Handler, PublishDecision, PublishEvent, RefreshDecision, Reject, ServerSubscription,
@@ -13,6 +14,7 @@ use hub_core::{
 
 use crate::auth::{effective_expiry, info_bytes, TokenError, Verifier};
 use crate::config::{ChannelOptions, Config};
+use crate::proxy::fire_and_forget::Retry;
 use crate::proxy::{self, Proxies};
 
 mod proxied;
@@ -26,7 +28,9 @@ pub struct Rules {
     /// The configured proxies to backends.
     pub proxies: Proxies,
     /// Delivers client `send` messages when `client.proxy.send` is enabled.
-    pub sender: Option<proxy::send::Sender>,
+    pub sender: Option<proxy::send::SendSender>,
+    /// Forwards publications when `channel.proxy.publication_forward` is configured.
+    pub forwarder: Option<proxy::forward::Forwarder>,
 }
 
 impl Rules {
@@ -39,11 +43,19 @@ impl Rules {
             Verifier::new(&config.client.token)?
         };
         let proxies = Proxies::new(&config)?;
+        let store = Arc::new(crate::dead_letter::DeadLetters::new(&config)?);
         let sender = proxies.send.clone().map(|backend| {
-            proxy::send::Sender::new(
+            proxy::send::SendSender::new(
                 backend,
-                proxy::send::Retry::from_config(&config.client.proxy.send),
-                Arc::new(crate::dead_letter::DeadLetters::new(&config.dead_letter)),
+                Retry::from_config(&config.client.proxy.send.retry),
+                store.clone(),
+            )
+        });
+        let forwarder = proxies.publication_forward.clone().map(|backend| {
+            proxy::forward::Forwarder::new(
+                backend,
+                Retry::from_config(&config.channel.proxy.publication_forward.retry),
+                store.clone(),
             )
         });
         Ok(Arc::new(Rules {
@@ -52,7 +64,47 @@ impl Rules {
             sub,
             proxies,
             sender,
+            forwarder,
         }))
+    }
+
+    /// Whether publications on `channel` are forwarded (its namespace has
+    /// `forward_publications` and the forward proxy is configured).
+    pub fn forwards(&self, channel: &str) -> bool {
+        self.forwarder.is_some()
+            && self
+                .config
+                .channel
+                .options_for(channel)
+                .is_some_and(|o| o.forward_publications)
+    }
+
+    /// Hands a publication that succeeded on `channel` to the forward proxy, when the channel
+    /// forwards; returns at once (delivery runs in the background). `publisher` is the
+    /// publishing client (none for the server API).
+    pub fn forward(
+        &self,
+        channel: &str,
+        publication: &Publication,
+        position: &StreamPosition,
+        publisher: Option<&ClientContext>,
+    ) {
+        let Some(forwarder) = self.forwarder.as_ref().filter(|_| self.forwards(channel)) else {
+            return;
+        };
+        let (user, client) = publisher
+            .map(|c| (c.user.clone(), c.client_id.clone()))
+            .unwrap_or_default();
+        forwarder.spawn(proxy::forward::PublicationEvent {
+            channel: channel.to_string(),
+            data: publication.data.clone(),
+            offset: position.offset,
+            epoch: position.epoch.clone(),
+            user,
+            client,
+            tags: publication.tags.clone(),
+            timestamp_ms: crate::dead_letter::now_ms(),
+        });
     }
 
     /// The options of a channel's namespace, or error 102.
@@ -292,6 +344,16 @@ impl Handler for ServerHandler {
             }
             _ => Err(Error::METHOD_NOT_FOUND.into()),
         }
+    }
+
+    fn on_published(
+        &self,
+        client: &ClientContext,
+        channel: &str,
+        publication: &Publication,
+        position: &StreamPosition,
+    ) {
+        self.0.forward(channel, publication, position, Some(client));
     }
 
     async fn on_message(&self, client: &ClientContext, data: Bytes) -> Result<(), Reject> {

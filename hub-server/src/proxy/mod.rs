@@ -14,10 +14,13 @@
 //! backoff. Metrics: `hub_proxy_calls_total{event,result}`, `hub_proxy_breaker_open{endpoint}`,
 //! `hub_proxy_call_duration_seconds{event}`.
 //!
-//! Client `send` messages are the exception: fire and forget, retried and dead-lettered
-//! ([`send`]).
+//! Two proxies are fire and forget instead, retried and dead-lettered
+//! ([`fire_and_forget`]): client `send` messages ([`send`]) and forwarded publications
+//! ([`forward`]).
 
 pub mod breaker;
+pub mod fire_and_forget;
+pub mod forward;
 pub mod send;
 
 use std::collections::HashMap;
@@ -224,7 +227,7 @@ pub fn request<T>(msg: T, left: std::time::Duration) -> tonic::Request<T> {
 
 /// The configured proxies, one [`Backend`] per distinct endpoint (events that name the same
 /// endpoint share its breaker and bulkhead, with the settings of the first in the order
-/// connect, refresh, subscribe, publish, sub_refresh, rpc, send).
+/// connect, refresh, subscribe, publish, sub_refresh, rpc, send, publication_forward).
 #[derive(Debug, Default)]
 pub struct Proxies {
     /// `client.proxy.connect`, when enabled.
@@ -241,6 +244,8 @@ pub struct Proxies {
     pub rpc: Option<Arc<Backend>>,
     /// `client.proxy.send`, when enabled.
     pub send: Option<Arc<Backend>>,
+    /// `channel.proxy.publication_forward`.
+    pub publication_forward: Option<Arc<Backend>>,
 }
 
 impl Proxies {
@@ -270,6 +275,7 @@ impl Proxies {
             sub_refresh: get(Some(&cp.sub_refresh))?,
             rpc: get(Some(&config.rpc.proxy))?,
             send: get(config.client.proxy.send.active())?,
+            publication_forward: get(Some(&cp.publication_forward.proxy))?,
         })
     }
 }

@@ -1,6 +1,9 @@
 //! Test support: a real server on 127.0.0.1:0, raw HTTP, WebSocket clients, tokens.
 #![allow(dead_code, unreachable_pub, missing_docs)]
 
+pub mod process;
+pub mod redis;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -67,7 +70,8 @@ pub fn config(extra: serde_json::Value) -> Config {
     serde_json::from_value(base).expect("test config")
 }
 
-fn merge(base: &mut serde_json::Value, over: serde_json::Value) {
+/// Merges `over` into `base`: objects key by key, anything else replaced.
+pub fn merge(base: &mut serde_json::Value, over: serde_json::Value) {
     match (base, over) {
         (serde_json::Value::Object(b), serde_json::Value::Object(o)) => {
             for (k, v) in o {
@@ -305,7 +309,28 @@ pub async fn subscribe(ws: &mut Ws, id: u64, channel: &str) -> serde_json::Value
     r
 }
 
-/// Reads until a push of `kind` on `channel` arrives; returns the push body.
+/// Reads `count` publication pushes, whatever their channels (several may come in one
+/// frame, which [`push`] would partly skip); returns (channel, publication) in arrival order.
+pub async fn pubs(ws: &mut Ws, count: usize) -> Vec<(String, serde_json::Value)> {
+    let mut got = Vec::new();
+    while got.len() < count {
+        match next(ws).await {
+            Next::Json(v) => {
+                for m in v {
+                    let p = &m["push"];
+                    if let (Some(ch), Some(publication)) = (p["channel"].as_str(), p.get("pub")) {
+                        got.push((ch.to_owned(), publication.clone()));
+                    }
+                }
+            }
+            Next::Closed(c) => panic!("closed ({c:?}) after {got:?}"),
+        }
+    }
+    got
+}
+
+/// Reads until a push of `kind` on `channel` arrives; returns the push body. Other messages,
+/// including those in the same frame, are skipped.
 pub async fn push(ws: &mut Ws, channel: &str, kind: &str) -> serde_json::Value {
     loop {
         match next(ws).await {
