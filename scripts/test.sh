@@ -40,6 +40,8 @@ for dir in tests/js examples/node-subscriber examples/browser; do
   npm ci --prefix "$dir" --no-audit --no-fund --loglevel=error
 done
 
+bash scripts/congodb.sh >/dev/null # CongoDB: the MongoDB-wire server social-app/store's Mongo tests use
+
 log "cargo fmt --check"
 cargo fmt --all -- --check
 

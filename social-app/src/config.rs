@@ -134,7 +134,7 @@ impl Settings {
     pub fn secrets(&self) -> Result<Secrets, String> {
         let pick = |name: &str, v: &Option<String>| -> Result<String, String> {
             match v.as_deref() {
-                Some(s) if s.is_empty() => Err(format!("--{name} is empty")),
+                Some("") => Err(format!("--{name} is empty")),
                 Some(s) if s == DEV_SECRET && !self.dev => Err(format!(
                     "--{name} is the development secret: refused outside --dev"
                 )),

@@ -527,7 +527,21 @@ async fn a_restart_loses_nothing() {
     let (_, m) = b.get(&format!("/api/chats/{chat}/messages")).await;
     assert_eq!(m["messages"][0]["text"], "kept");
     let (_, f) = b.get("/api/friends").await;
-    assert_eq!(ids(&f["friends"]), vec![a.id]);
+    assert_eq!(ids(&f["friends"]), vec![a.id.clone()]);
+    let a = support::User {
+        id: a.id,
+        token: login(addr, "durable.anna@test.io").await.1["token"]
+            .as_str()
+            .unwrap()
+            .to_string(),
+        addr,
+    };
+    let (_, act) = a.get("/api/me/activity").await;
+    assert_eq!(
+        act,
+        json!({"posts": 1, "messages": 1, "logins": 1}),
+        "counted before and after the restart"
+    );
     app.stop().await;
 }
 
@@ -628,5 +642,55 @@ async fn outside_dev_the_development_secrets_are_refused() {
         "a-long-enough-internal-token",
     ]);
     let app = start(Part::All, &s, "127.0.0.1:0").await.unwrap();
+    app.stop().await;
+}
+
+#[path = "../store/tests/congo/mod.rs"]
+mod congo;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_mongodb_the_app_works_and_a_restart_loses_nothing() {
+    let server = congo::Congo::start();
+    let uri = server.uri();
+    let db = format!("social_app_{}", uuid::Uuid::new_v4().simple());
+    let dir = data_dir();
+    let flags = ["--mongo-uri", uri.as_str(), "--mongo-db", db.as_str()];
+    let (app, addr) = start(&dir, &flags).await;
+    let a = register(addr, "Mongo", "Anna").await;
+    let b = register(addr, "Mongo", "Boris").await;
+    a.befriend(&b).await;
+    let (st, p) = a
+        .post("/api/posts", json!({"text": "stored in MongoDB"}))
+        .await;
+    assert_eq!(st, 201, "{p}");
+    let (_, d) = a.post("/api/chats/dialog", json!({"user": b.id})).await;
+    let chat = d["chat"]["id"].as_str().unwrap().to_string();
+    let (st, _) = a
+        .post(
+            &format!("/api/chats/{chat}/messages"),
+            json!({"text": "hi"}),
+        )
+        .await;
+    assert_eq!(st, 201);
+    app.stop().await;
+    // Nothing was written to the embedded store.
+    assert!(std::fs::read_dir(&dir).unwrap().next().is_none());
+
+    let (app, addr) = start(&dir, &flags).await;
+    let (st, v) = login(addr, "mongo.boris@test.io").await;
+    assert_eq!(st, 200, "{v}");
+    let b = support::User {
+        id: b.id,
+        token: v["token"].as_str().unwrap().to_string(),
+        addr,
+    };
+    assert_eq!(
+        b.feed().await,
+        vec![p["post"]["id"].as_str().unwrap().to_string()]
+    );
+    let (_, list) = b.get("/api/chats").await;
+    assert_eq!(list["chats"][0]["unread"], 1, "{list}");
+    let (_, d2) = b.post("/api/chats/dialog", json!({"user": a.id})).await;
+    assert_eq!(d2["chat"]["id"], chat.as_str());
     app.stop().await;
 }

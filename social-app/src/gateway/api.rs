@@ -32,6 +32,7 @@ pub fn routes() -> Router<Arc<Gateway>> {
         .route("/login", post(login))
         .route("/logout", post(logout))
         .route("/me", get(me).put(update_me))
+        .route("/me/activity", get(activity))
         .route("/users", get(search))
         .route("/users/{id}", get(user))
         .route("/users/{id}/posts", get(user_posts))
@@ -229,6 +230,22 @@ async fn update_me(
         .user
         .map(user_json);
     ok(json!({ "user": user }))
+}
+
+/// The signed-in user's activity counts (`posts`, `messages`, `logins`).
+async fn activity(State(gw): Gw, s: Session) -> ApiResult {
+    let fields = gw
+        .clients
+        .counters
+        .clone()
+        .get(pb::CounterRequest {
+            counter: format!("activity:{}", s.user),
+        })
+        .await?
+        .into_inner()
+        .fields;
+    let n = |k: &str| fields.get(k).copied().unwrap_or(0);
+    ok(json!({"posts": n("posts"), "messages": n("messages"), "logins": n("logins")}))
 }
 
 #[derive(Debug, Deserialize)]

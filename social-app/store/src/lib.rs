@@ -183,7 +183,8 @@ pub trait PostStore: Send + Sync + 'static {
     async fn posts(&self, ids: &[Id]) -> Result<Vec<Post>>;
     /// `author`'s posts, newest first, older than the post `before` when given, at most
     /// `limit`.
-    async fn posts_by(&self, author: &str, before: Option<&str>, limit: usize) -> Result<Vec<Post>>;
+    async fn posts_by(&self, author: &str, before: Option<&str>, limit: usize)
+        -> Result<Vec<Post>>;
     /// Number of posts by `author`.
     async fn count_posts_by(&self, author: &str) -> Result<u64>;
 }
@@ -211,7 +212,12 @@ pub trait FeedStore: Send + Sync + 'static {
     /// `user`'s feed, newest first, older than post `before` when given, at most `limit`.
     /// `None` when this store holds no feed for `user` at all (a cache that lost it: the
     /// caller rebuilds it); an empty feed that exists is `Some(vec![])`.
-    async fn feed(&self, user: &str, before: Option<&str>, limit: usize) -> Result<Option<Vec<FeedItem>>>;
+    async fn feed(
+        &self,
+        user: &str,
+        before: Option<&str>,
+        limit: usize,
+    ) -> Result<Option<Vec<FeedItem>>>;
     /// Replaces `user`'s whole feed (a rebuild), marking it as existing even when empty.
     async fn replace(&self, user: &str, items: &[FeedItem], cap: usize) -> Result<()>;
 }
@@ -276,7 +282,8 @@ pub trait ChatStore: Send + Sync + 'static {
     /// is not reused.
     async fn delete_message(&self, chat: &str, seq: u64) -> Result<bool>;
     /// The last `limit` messages with `seq < before` (all when `None`), in `seq` order.
-    async fn messages(&self, chat: &str, before: Option<u64>, limit: usize) -> Result<Vec<Message>>;
+    async fn messages(&self, chat: &str, before: Option<u64>, limit: usize)
+        -> Result<Vec<Message>>;
 }
 
 /// Named groups of integer counters: `counter` is a group ("unread:<user>"), `field` one
