@@ -5,7 +5,6 @@
 //!
 //! Nothing is skipped: without node or CongoDB the tests fail and say what to run.
 
-
 use mongodb::bson::{doc, oid::ObjectId};
 use social_store::contract;
 use social_store::mongo::MongoStore;
