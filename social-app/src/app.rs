@@ -97,11 +97,18 @@ struct Stores {
     chats: Option<Arc<dyn ChatStore>>,
     counters: Option<Arc<dyn CounterStore>>,
     redis: Option<fred::prelude::Client>,
+    /// The embedded files opened (to sync after a bulk load).
+    embedded: Vec<Arc<EmbeddedStore>>,
 }
 
-fn embedded(dir: &Path, name: &str) -> Result<Arc<EmbeddedStore>, String> {
+fn embedded(dir: &Path, name: &str, bulk: bool) -> Result<Arc<EmbeddedStore>, String> {
     let path = dir.join(format!("{name}.redb"));
-    EmbeddedStore::open(&path)
+    let store = if bulk {
+        EmbeddedStore::open_bulk(&path)
+    } else {
+        EmbeddedStore::open(&path)
+    };
+    store
         .map(Arc::new)
         .map_err(|e| format!("cannot open {}: {e}", path.display()))
 }
@@ -130,7 +137,7 @@ async fn redis_client(url: &str) -> Result<fred::prelude::Client, String> {
     Ok(client)
 }
 
-async fn open_stores(part: Part, s: &Settings) -> Result<Stores, String> {
+async fn open_stores(part: Part, s: &Settings, bulk: bool) -> Result<Stores, String> {
     let redis = match &s.redis {
         Some(url) => Some(redis_client(url).await?),
         None => None,
@@ -141,6 +148,7 @@ async fn open_stores(part: Part, s: &Settings) -> Result<Stores, String> {
         chats: None,
         counters: None,
         redis: redis.clone(),
+        embedded: Vec::new(),
     };
     if let Some(uri) = &s.mongo_uri {
         let m = Arc::new(
@@ -164,18 +172,24 @@ async fn open_stores(part: Part, s: &Settings) -> Result<Stores, String> {
         std::fs::create_dir_all(&s.data_dir)
             .map_err(|e| format!("--data-dir {}: {e}", s.data_dir.display()))?;
         if part.runs(Part::Users) {
-            let e = embedded(&s.data_dir, "users")?;
+            let e = embedded(&s.data_dir, "users", bulk)?;
+            st.embedded.push(e.clone());
             st.users = Some((e.clone(), e));
         }
         if part.runs(Part::Posts) {
-            let e = embedded(&s.data_dir, "posts")?;
+            let e = embedded(&s.data_dir, "posts", bulk)?;
+            st.embedded.push(e.clone());
             st.posts = Some((e.clone(), e));
         }
         if part.runs(Part::Chats) {
-            st.chats = Some(embedded(&s.data_dir, "chats")?);
+            let e = embedded(&s.data_dir, "chats", bulk)?;
+            st.embedded.push(e.clone());
+            st.chats = Some(e);
         }
         if part.runs(Part::Counters) {
-            st.counters = Some(embedded(&s.data_dir, "counters")?);
+            let e = embedded(&s.data_dir, "counters", bulk)?;
+            st.embedded.push(e.clone());
+            st.counters = Some(e);
         }
     }
     if let Some(r) = &redis {
@@ -203,12 +217,14 @@ pub struct SeedStores {
     pub feeds: Arc<dyn FeedStore>,
     /// Chats.
     pub chats: Arc<dyn ChatStore>,
+    /// The embedded files, opened for a bulk load: [`EmbeddedStore::sync`] them at the end.
+    pub embedded: Vec<Arc<EmbeddedStore>>,
 }
 
 /// Opens every store `settings` configure (the app must not be running on the same
 /// embedded files: redb allows one process per file).
 pub async fn open_seed_stores(settings: &Settings) -> Result<SeedStores, String> {
-    let st = open_stores(Part::All, settings).await?;
+    let st = open_stores(Part::All, settings, true).await?;
     let missing = || "a store did not open".to_string();
     let (users, friends) = st.users.ok_or_else(missing)?;
     let (posts, feeds) = st.posts.ok_or_else(missing)?;
@@ -218,6 +234,7 @@ pub async fn open_seed_stores(settings: &Settings) -> Result<SeedStores, String>
         posts,
         feeds,
         chats: st.chats.ok_or_else(missing)?,
+        embedded: st.embedded,
     })
 }
 
@@ -234,7 +251,7 @@ pub async fn start(part: Part, settings: &Settings, http: &str) -> Result<Runnin
     if settings.hub_grpc.is_some() && part.runs(Part::Gateway) && settings.hub_ws_url.is_none() {
         return Err("--hub-ws-url is required with --hub-grpc (where browsers connect)".into());
     }
-    let stores = open_stores(part, settings).await?;
+    let stores = open_stores(part, settings, false).await?;
 
     // Phase 2: bind.
     let runs_service = part != Part::Gateway;

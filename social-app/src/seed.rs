@@ -281,6 +281,10 @@ pub async fn run(settings: &Settings, a: &SeedArgs) -> Result<String, String> {
         .collect()
         .await;
     results.into_iter().collect::<Result<Vec<_>, _>>()?;
+    // One flushed commit per file makes the whole load durable.
+    for e in &stores.embedded {
+        e.sync().map_err(|e| format!("sync: {e}"))?;
+    }
     let total = t0.elapsed();
     Ok(format!(
         "seeded {} users, {n_pairs} friendships, {n_posts} posts, {n_dialogs} dialogs ({} messages) in {:.1?}; password: password123",

@@ -694,3 +694,43 @@ async fn on_mongodb_the_app_works_and_a_restart_loses_nothing() {
     assert_eq!(d2["chat"]["id"], chat.as_str());
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seeded_users_can_log_in_and_see_feeds_and_chats() {
+    use clap::Parser;
+    #[derive(Parser)]
+    struct Seed {
+        #[command(flatten)]
+        args: social_app::seed::SeedArgs,
+    }
+    let dir = data_dir();
+    let d = dir.to_string_lossy().to_string();
+    let settings = support::settings(&["--data-dir", &d]);
+    let args = Seed::parse_from([
+        "seed",
+        "--users",
+        "60",
+        "--dialog-percent",
+        "100",
+        "--seed",
+        "7",
+    ])
+    .args;
+    let summary = social_app::seed::run(&settings, &args).await.unwrap();
+    assert!(summary.starts_with("seeded 60 users"), "{summary}");
+
+    let (app, addr) = start(&dir, &[]).await;
+    let (st, v) = login(addr, "user0-7@example.com").await;
+    assert_eq!(st, 200, "{v}");
+    let u = support::User {
+        id: v["user"]["id"].as_str().unwrap().to_string(),
+        token: v["token"].as_str().unwrap().to_string(),
+        addr,
+    };
+    let (_, f) = u.get("/api/friends").await;
+    assert!(!ids(&f["friends"]).is_empty(), "{f}");
+    assert!(u.feed().await.len() >= 2, "own posts at least");
+    let (_, c) = u.get("/api/chats").await;
+    assert!(!c["chats"].as_array().unwrap().is_empty(), "{c}");
+    app.stop().await;
+}

@@ -74,6 +74,8 @@ const COUNTERS: TableDefinition<&str, i64> = TableDefinition::new("counters");
 #[derive(Clone)]
 pub struct EmbeddedStore {
     db: Arc<Database>,
+    /// Bulk loading: commits skip the fsync until [`EmbeddedStore::sync`].
+    bulk: bool,
 }
 
 impl std::fmt::Debug for EmbeddedStore {
@@ -306,7 +308,26 @@ impl EmbeddedStore {
             tx.open_table(COUNTERS)?;
         }
         tx.commit()?;
-        Ok(EmbeddedStore { db: Arc::new(db) })
+        Ok(EmbeddedStore {
+            db: Arc::new(db),
+            bulk: false,
+        })
+    }
+
+    /// Opens the file for a bulk load (the `seed` command): commits are not flushed to disk
+    /// one by one, which makes many small writes fast; [`sync`](Self::sync) makes everything
+    /// durable at the end. A crash before that loses the load (never earlier data).
+    pub fn open_bulk(path: &Path) -> Result<Self> {
+        let mut s = Self::open(path)?;
+        s.bulk = true;
+        Ok(s)
+    }
+
+    /// Makes every earlier commit durable (one flushed commit).
+    pub fn sync(&self) -> Result<()> {
+        let tx = self.db.begin_write()?;
+        tx.commit()?;
+        Ok(())
     }
 
     /// Runs `f` in a read transaction on the blocking pool.
@@ -332,8 +353,13 @@ impl EmbeddedStore {
         F: FnOnce(&WriteTransaction) -> Result<T> + Send + 'static,
     {
         let db = self.db.clone();
+        let bulk = self.bulk;
         tokio::task::spawn_blocking(move || {
-            let tx = db.begin_write()?;
+            let mut tx = db.begin_write()?;
+            if bulk {
+                tx.set_durability(redb::Durability::None)
+                    .map_err(|e| unavailable(format!("bulk load: {e}")))?;
+            }
             match f(&tx) {
                 Ok(v) => {
                     tx.commit()?;
