@@ -264,7 +264,8 @@ impl Posts for PostsService {
         } else {
             // Too many friends to write to now: readers merge it in; live delivery runs in
             // the background.
-            self.clients
+            if let Err(e) = self
+                .clients
                 .counters
                 .clone()
                 .incr(pb::IncrRequest {
@@ -272,7 +273,12 @@ impl Posts for PostsService {
                     field: r.actor.clone(),
                     by: 1,
                 })
-                .await?;
+                .await
+            {
+                // The post is stored and in the author's feed; friends see it once the
+                // author's next post is recorded (or live, below).
+                tracing::error!(author = %r.actor, error = %e.message(), "fan-out on read not recorded");
+            }
             let me = PostsService {
                 posts: self.posts.clone(),
                 feeds: self.feeds.clone(),
