@@ -505,13 +505,7 @@ async fn a_restart_loses_nothing() {
     app.stop().await;
 
     let (app, addr) = start(&dir, &[]).await;
-    let (st, v) = login(addr, "durable.boris@test.io").await;
-    assert_eq!(st, 200, "{v}");
-    let b = support::User {
-        id: b.id,
-        token: v["token"].as_str().unwrap().to_string(),
-        addr,
-    };
+    let b = support::relogin(addr, "durable.boris@test.io").await;
     assert_eq!(
         b.feed().await,
         vec![p["post"]["id"].as_str().unwrap().to_string()]
@@ -528,14 +522,7 @@ async fn a_restart_loses_nothing() {
     assert_eq!(m["messages"][0]["text"], "kept");
     let (_, f) = b.get("/api/friends").await;
     assert_eq!(ids(&f["friends"]), vec![a.id.clone()]);
-    let a = support::User {
-        id: a.id,
-        token: login(addr, "durable.anna@test.io").await.1["token"]
-            .as_str()
-            .unwrap()
-            .to_string(),
-        addr,
-    };
+    let a = support::relogin(addr, "durable.anna@test.io").await;
     let (_, act) = a.get("/api/me/activity").await;
     assert_eq!(
         act,
@@ -677,13 +664,7 @@ async fn on_mongodb_the_app_works_and_a_restart_loses_nothing() {
     assert!(std::fs::read_dir(&dir).unwrap().next().is_none());
 
     let (app, addr) = start(&dir, &flags).await;
-    let (st, v) = login(addr, "mongo.boris@test.io").await;
-    assert_eq!(st, 200, "{v}");
-    let b = support::User {
-        id: b.id,
-        token: v["token"].as_str().unwrap().to_string(),
-        addr,
-    };
+    let b = support::relogin(addr, "mongo.boris@test.io").await;
     assert_eq!(
         b.feed().await,
         vec![p["post"]["id"].as_str().unwrap().to_string()]
@@ -720,13 +701,7 @@ async fn seeded_users_can_log_in_and_see_feeds_and_chats() {
     assert!(summary.starts_with("seeded 60 users"), "{summary}");
 
     let (app, addr) = start(&dir, &[]).await;
-    let (st, v) = login(addr, "user0-7@example.com").await;
-    assert_eq!(st, 200, "{v}");
-    let u = support::User {
-        id: v["user"]["id"].as_str().unwrap().to_string(),
-        token: v["token"].as_str().unwrap().to_string(),
-        addr,
-    };
+    let u = support::relogin(addr, "user0-7@example.com").await;
     let (_, f) = u.get("/api/friends").await;
     assert!(!ids(&f["friends"]).is_empty(), "{f}");
     assert!(u.feed().await.len() >= 2, "own posts at least");

@@ -403,44 +403,42 @@ async fn requests(State(gw): Gw, s: Session) -> ApiResult {
     }))
 }
 
-async fn request_friend(State(gw): Gw, s: Session, Path(id): Path<String>) -> ApiResult {
-    let r = gw
-        .clients
-        .users
-        .clone()
-        .request_friend(pair(&s.user, &id))
-        .await?;
+/// What a friend route asks the users service to do.
+#[derive(Debug, Clone, Copy)]
+enum FriendOp {
+    Request,
+    Approve,
+    Decline,
+    Remove,
+}
+
+/// Runs `op` for the signed-in user on user `id`; answers the new relation.
+async fn friend_op(gw: &Gateway, actor: &str, id: &str, op: FriendOp) -> ApiResult {
+    let mut users = gw.clients.users.clone();
+    let p = pair(actor, id);
+    let r = match op {
+        FriendOp::Request => users.request_friend(p).await,
+        FriendOp::Approve => users.approve_friend(p).await,
+        FriendOp::Decline => users.decline_friend(p).await,
+        FriendOp::Remove => users.remove_friend(p).await,
+    }?;
     ok(json!({"relation": r.into_inner().relation}))
+}
+
+async fn request_friend(State(gw): Gw, s: Session, Path(id): Path<String>) -> ApiResult {
+    friend_op(&gw, &s.user, &id, FriendOp::Request).await
 }
 
 async fn approve_friend(State(gw): Gw, s: Session, Path(id): Path<String>) -> ApiResult {
-    let r = gw
-        .clients
-        .users
-        .clone()
-        .approve_friend(pair(&s.user, &id))
-        .await?;
-    ok(json!({"relation": r.into_inner().relation}))
+    friend_op(&gw, &s.user, &id, FriendOp::Approve).await
 }
 
 async fn decline_friend(State(gw): Gw, s: Session, Path(id): Path<String>) -> ApiResult {
-    let r = gw
-        .clients
-        .users
-        .clone()
-        .decline_friend(pair(&s.user, &id))
-        .await?;
-    ok(json!({"relation": r.into_inner().relation}))
+    friend_op(&gw, &s.user, &id, FriendOp::Decline).await
 }
 
 async fn remove_friend(State(gw): Gw, s: Session, Path(id): Path<String>) -> ApiResult {
-    let r = gw
-        .clients
-        .users
-        .clone()
-        .remove_friend(pair(&s.user, &id))
-        .await?;
-    ok(json!({"relation": r.into_inner().relation}))
+    friend_op(&gw, &s.user, &id, FriendOp::Remove).await
 }
 
 #[derive(Debug, Deserialize)]

@@ -207,6 +207,17 @@ pub async fn login(addr: SocketAddr, email: &str) -> (u16, Value) {
     .await
 }
 
+/// Logs `email` in again and returns the user with the new token.
+pub async fn relogin(addr: SocketAddr, email: &str) -> User {
+    let (st, v) = login(addr, email).await;
+    assert_eq!(st, 200, "{v}");
+    User {
+        id: v["user"]["id"].as_str().unwrap().to_string(),
+        token: v["token"].as_str().unwrap().to_string(),
+        addr,
+    }
+}
+
 pub type Ws = tokio_tungstenite::WebSocketStream<TcpStream>;
 
 /// Opens a WebSocket to a `ws://host:port/path` URL.
