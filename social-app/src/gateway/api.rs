@@ -20,6 +20,7 @@ use super::error::ApiError;
 use super::Gateway;
 use crate::pb;
 use crate::realtime::{connection_token, user_channel};
+use crate::services::chats::message_json;
 use crate::services::users::user_json;
 
 type Gw = State<Arc<Gateway>>;
@@ -590,10 +591,6 @@ struct MessagesIn {
     limit: u32,
 }
 
-fn message_json(m: pb::Message) -> Value {
-    json!({"chat": m.chat, "seq": m.seq, "author": m.author, "text": m.text, "created_at": m.created_at})
-}
-
 async fn messages(
     State(gw): Gw,
     s: Session,
@@ -613,7 +610,7 @@ async fn messages(
         })
         .await?
         .into_inner();
-    ok(json!({"messages": r.messages.into_iter().map(message_json).collect::<Vec<_>>()}))
+    ok(json!({"messages": r.messages.iter().map(message_json).collect::<Vec<_>>()}))
 }
 
 async fn send(
@@ -635,6 +632,7 @@ async fn send(
         .await?
         .into_inner()
         .message
+        .as_ref()
         .map(message_json);
     created(json!({ "message": m }))
 }

@@ -151,8 +151,8 @@ fn message_pb(m: Message) -> pb::Message {
     }
 }
 
-/// A message as JSON for live events.
-pub fn message_json(m: &Message) -> serde_json::Value {
+/// A message as JSON, for live events and the gateway's answers.
+pub fn message_json(m: &pb::Message) -> serde_json::Value {
     json!({"chat": m.chat, "seq": m.seq, "author": m.author, "text": m.text, "created_at": m.created_at})
 }
 
@@ -292,6 +292,7 @@ impl Chats for ChatsService {
             }
         }
         count_activity(&self.clients, &r.actor, "messages").await;
+        let msg = message_pb(msg);
         let m = message_json(&msg);
         for (user, unread) in counted {
             let event = json!({"type": "message", "chat": chat.id, "message": m, "unread": unread});
@@ -300,9 +301,7 @@ impl Chats for ChatsService {
         // The sender's other tabs.
         let event = json!({"type": "message", "chat": chat.id, "message": m, "unread": 0});
         self.realtime.to_user(&r.actor, &event).await;
-        Ok(Response::new(pb::MessageReply {
-            message: Some(message_pb(msg)),
-        }))
+        Ok(Response::new(pb::MessageReply { message: Some(msg) }))
     }
 
     async fn messages(

@@ -52,6 +52,7 @@ const FRIEND_PAGE: u32 = 1000;
 const REBUILD_MAX_FRIENDS: usize = 5000;
 
 /// The service.
+#[derive(Clone)]
 pub struct PostsService {
     posts: Arc<dyn PostStore>,
     feeds: Arc<dyn FeedStore>,
@@ -141,10 +142,7 @@ impl PostsService {
 
     /// Delivers a new post to the friends of its author, page by page.
     async fn fan_out(&self, post: &Post, event: &serde_json::Value, write_feeds: bool) {
-        let item = FeedItem {
-            post: post.id.clone(),
-            author: post.author.clone(),
-        };
+        let item = feed_item(post);
         let mut cursor = String::new();
         loop {
             let (friends, next) = match self.friends_page(&post.author, &cursor).await {
@@ -186,10 +184,7 @@ impl PostsService {
                 .posts_by(a, None, self.settings.backfill)
                 .await
                 .map_err(store_status)?;
-            items.extend(posts.into_iter().map(|p| FeedItem {
-                post: p.id,
-                author: p.author,
-            }));
+            items.extend(posts.iter().map(feed_item));
         }
         items.sort_by(|a, b| b.post.cmp(&a.post));
         items.truncate(self.settings.cap);
@@ -206,13 +201,7 @@ impl PostsService {
             .posts_by(author, None, self.settings.backfill)
             .await
             .map_err(store_status)?;
-        let items: Vec<FeedItem> = posts
-            .into_iter()
-            .map(|p| FeedItem {
-                post: p.id,
-                author: p.author,
-            })
-            .collect();
+        let items: Vec<FeedItem> = posts.into_iter().map(|p| feed_item(&p)).collect();
         self.feeds
             .push_many(reader, &items, self.settings.cap)
             .await
@@ -247,10 +236,7 @@ impl Posts for PostsService {
             .await
             .map_err(store_status)?;
         count_activity(&self.clients, &r.actor, "posts").await;
-        let item = FeedItem {
-            post: post.id.clone(),
-            author: post.author.clone(),
-        };
+        let item = feed_item(&post);
         // The author's own feed shows it too.
         self.feeds
             .push(std::slice::from_ref(&r.actor), &item, self.settings.cap)
@@ -279,13 +265,7 @@ impl Posts for PostsService {
                 // author's next post is recorded (or live, below).
                 tracing::error!(author = %r.actor, error = %e.message(), "fan-out on read not recorded");
             }
-            let me = PostsService {
-                posts: self.posts.clone(),
-                feeds: self.feeds.clone(),
-                clients: self.clients.clone(),
-                realtime: self.realtime.clone(),
-                settings: self.settings,
-            };
+            let me = self.clone();
             let post = post.clone();
             tokio::spawn(async move { me.fan_out(&post, &event, false).await });
         }
@@ -341,10 +321,7 @@ impl Posts for PostsService {
                 .posts_by(&author, before, n)
                 .await
                 .map_err(store_status)?;
-            items.extend(posts.into_iter().map(|p| FeedItem {
-                post: p.id,
-                author: p.author,
-            }));
+            items.extend(posts.iter().map(feed_item));
         }
         items.sort_by(|a, b| b.post.cmp(&a.post));
         let mut seen = HashSet::new();
@@ -377,6 +354,14 @@ impl Posts for PostsService {
                 .map_err(store_status)?;
         }
         Ok(Response::new(pb::Empty {}))
+    }
+}
+
+/// The feed entry of a post.
+fn feed_item(p: &Post) -> FeedItem {
+    FeedItem {
+        post: p.id.clone(),
+        author: p.author.clone(),
     }
 }
 
