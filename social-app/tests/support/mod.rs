@@ -10,10 +10,11 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use social_app::app::{self, Part, Running};
 use social_app::config::Settings;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 
+#[path = "../../../hub-server/tests/support/raw_http.rs"]
+pub mod raw_http;
 #[path = "../../../hub-server/tests/support/redis.rs"]
 pub mod redis;
 
@@ -49,7 +50,8 @@ pub async fn start(dir: &std::path::Path, extra: &[&str]) -> (Running, SocketAdd
     (running, addr)
 }
 
-/// A raw HTTP/1.1 request: status, lower-cased head, body.
+/// A raw HTTP/1.1 request: status, lower-cased head, body (30 s: an argon2 hash in a debug
+/// build, or a saga's retries against a dead Redis, take seconds).
 pub async fn http(
     addr: SocketAddr,
     method: &str,
@@ -57,46 +59,7 @@ pub async fn http(
     headers: &[(&str, &str)],
     body: &str,
 ) -> (u16, String, String) {
-    let mut s = TcpStream::connect(addr).await.unwrap();
-    let mut req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    req.push_str("\r\n");
-    req.push_str(body);
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut buf = Vec::new();
-    tokio::time::timeout(Duration::from_secs(30), s.read_to_end(&mut buf))
-        .await
-        .expect("http timeout")
-        .unwrap();
-    let text = String::from_utf8_lossy(&buf).to_string();
-    let status = text
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let head = head.to_ascii_lowercase();
-    let body = if head.contains("transfer-encoding: chunked") {
-        let mut out = String::new();
-        let mut s = body;
-        while let Some((len, rest)) = s.split_once("\r\n") {
-            let n = usize::from_str_radix(len.trim(), 16).unwrap_or(0);
-            if n == 0 {
-                break;
-            }
-            out.push_str(&rest[..n]);
-            s = &rest[n + 2..];
-        }
-        out
-    } else {
-        body.to_string()
-    };
-    (status, head, body)
+    raw_http::request(addr, method, path, headers, body, Duration::from_secs(30)).await
 }
 
 /// A JSON API call with an optional bearer token: status and JSON (Null when none).
