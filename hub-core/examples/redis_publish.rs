@@ -30,6 +30,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             ttl: Duration::from_secs(60),
             meta_ttl: Duration::from_secs(600),
         }),
+        ..Default::default()
     };
     let data = Bytes::from(format!(r#"{{"text":"{}"}}"#, "x".repeat(90)));
     println!("{url}: 100-byte publications with history, 20,000 per run, channels ch-0..ch-99");

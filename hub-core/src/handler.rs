@@ -216,6 +216,16 @@ pub trait Handler: Send + Sync + 'static {
         Err(Error::METHOD_NOT_FOUND.into())
     }
 
+    /// A publication published with a trace context
+    /// ([`PublishOptions::trace`](crate::broker::PublishOptions::trace)) reached this node and
+    /// was handed to its local subscribers: a server records it in its tracing (the node
+    /// itself knows nothing of tracing systems). Called on every node that receives the
+    /// publication, after the fan-out, on the broker's delivery path: it must not block.
+    /// Default: nothing.
+    fn on_traced_delivery(&self, delivery: &TracedDelivery<'_>) {
+        let _ = delivery;
+    }
+
     /// A client publication that [`Handler::on_publish`] allowed went out: `publication` is
     /// what the broker published on `channel` (its `offset` set when the channel keeps
     /// history), `position` the stream position it got. A notification only: called once per
@@ -293,3 +303,19 @@ pub trait Handler: Send + Sync + 'static {
 pub struct RefuseAll;
 
 impl Handler for RefuseAll {}
+
+/// What [`Handler::on_traced_delivery`] learns about one traced publication's fan-out.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct TracedDelivery<'a> {
+    /// The channel.
+    pub channel: &'a str,
+    /// The publisher's W3C `traceparent`, as given to the publish.
+    pub trace: &'a str,
+    /// The publication's offset (0 without history).
+    pub offset: u64,
+    /// How many local subscribers it was queued to.
+    pub recipients: u64,
+    /// When this node received it (the fan-out ran from then until the call).
+    pub received: std::time::Instant,
+}

@@ -233,18 +233,19 @@ impl Hub {
     /// Delivers a publication to every local subscriber. The push is encoded once and the
     /// bytes are shared. A publication whose offset does not follow the last one this node
     /// received reveals a loss: positioned subscribers are told to resubscribe instead.
+    /// Delivers a publication to the channel's local subscribers; returns how many got it.
     pub(crate) fn broadcast_publication(
         &self,
         channel: &str,
         publication: Publication,
         epoch: &str,
-    ) {
+    ) -> u64 {
         let offset = publication.offset;
         let push = Reply::push(Push {
             channel: channel.to_owned(),
             body: PushBody::Pub(publication),
         });
-        self.broadcast(channel, offset, epoch, &push, false);
+        self.broadcast(channel, offset, epoch, &push, false)
     }
 
     /// Delivers a join or leave push to the subscribers that asked for them.
@@ -261,16 +262,23 @@ impl Hub {
         self.broadcast(channel, 0, "", &push, true);
     }
 
-    fn broadcast(&self, channel: &str, offset: u64, epoch: &str, push: &Reply, join_leave: bool) {
+    fn broadcast(
+        &self,
+        channel: &str,
+        offset: u64,
+        epoch: &str,
+        push: &Reply,
+        join_leave: bool,
+    ) -> u64 {
         let mut shard = lock(&self.channels[shard_of(channel)]);
         let Some(entry) = shard.get_mut(channel) else {
-            return;
+            return 0;
         };
         let mut gap = false;
         if offset > 0 {
             if entry.offset > 0 && entry.epoch == epoch && offset <= entry.offset {
                 // Already delivered (a redelivery after a reconnect).
-                return;
+                return 0;
             }
             gap = entry.offset > 0 && (entry.epoch != epoch || offset != entry.offset + 1);
             entry.offset = offset;
@@ -311,6 +319,7 @@ impl Hub {
         }
         drop(shard);
         metrics::counter!("hub_deliveries_total").increment(delivered);
+        delivered
     }
 
     /// Local channels and their subscriber counts.

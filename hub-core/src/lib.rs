@@ -177,7 +177,7 @@ pub use error::{Disconnect, EngineError, Error, Reject};
 pub use handler::{
     ChannelAction, ClientContext, ConnectingEvent, Credentials, Handler, PublishDecision,
     PublishEvent, RefreshDecision, RefuseAll, ServerSubscription, SubscribeEvent, SubscribeOptions,
-    TransportInfo,
+    TracedDelivery, TransportInfo,
 };
 pub use limits::RateLimit;
 pub use node::{Node, NodeBuilder, NodeConfig, NodeInfo};

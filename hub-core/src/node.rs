@@ -307,6 +307,31 @@ impl BrokerEventHandler for NodeEvents {
         }
     }
 
+    fn handle_traced_publication(
+        &self,
+        channel: &str,
+        publication: Publication,
+        position: StreamPosition,
+        trace: &str,
+    ) {
+        let Some(n) = self.0.upgrade() else {
+            return;
+        };
+        let received = Instant::now();
+        let offset = publication.offset;
+        let recipients = n
+            .hub
+            .broadcast_publication(channel, publication, &position.epoch);
+        n.handler
+            .on_traced_delivery(&crate::handler::TracedDelivery {
+                channel,
+                trace,
+                offset,
+                recipients,
+                received,
+            });
+    }
+
     fn has_subscribers(&self, channel: &str) -> bool {
         self.0
             .upgrade()
@@ -803,5 +828,63 @@ impl Node {
         while self.num_clients() > 0 && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::handler::TracedDelivery;
+    use std::sync::Mutex;
+
+    #[derive(Default)]
+    struct Traces(Mutex<Vec<(String, String, u64)>>);
+
+    impl Handler for Arc<Traces> {
+        fn on_traced_delivery(&self, d: &TracedDelivery<'_>) {
+            self.0
+                .lock()
+                .unwrap()
+                .push((d.channel.to_owned(), d.trace.to_owned(), d.offset));
+        }
+    }
+
+    #[tokio::test]
+    async fn a_publication_s_trace_reaches_the_handler_of_the_delivering_node() {
+        let traces = Arc::new(Traces::default());
+        let node = Node::builder()
+            .handler(traces.clone())
+            .start()
+            .await
+            .unwrap();
+        let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let history = Some(crate::broker::HistoryOptions {
+            size: 10,
+            ttl: Duration::from_secs(60),
+            meta_ttl: Duration::from_secs(600),
+        });
+        let publication = || Publication {
+            data: Bytes::from_static(b"{}"),
+            ..Default::default()
+        };
+        let traced = PublishOptions {
+            history,
+            trace: Some(tp.into()),
+        };
+        node.publish("ch", publication(), &traced).await.unwrap();
+        // Without a trace: no call.
+        let plain = PublishOptions {
+            history,
+            trace: None,
+        };
+        node.publish("ch", publication(), &plain).await.unwrap();
+        node.publish("ch", publication(), &traced).await.unwrap();
+        assert_eq!(
+            *traces.0.lock().unwrap(),
+            vec![
+                ("ch".to_owned(), tp.to_owned(), 1),
+                ("ch".to_owned(), tp.to_owned(), 3)
+            ]
+        );
     }
 }

@@ -15,3 +15,5 @@ pub mod handler;
 pub mod metrics;
 pub mod proxy;
 pub mod server;
+pub mod telemetry;
+pub mod tls;

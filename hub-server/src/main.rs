@@ -8,20 +8,6 @@ use clap::Parser;
 use hub_server::cli::{self, Cli, Command, DeadLetterAction};
 use hub_server::server;
 
-fn init_logging(level: &str, format: &str) {
-    let filter = if level == "none" { "off" } else { level };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(filter));
-    let b = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if format == "json" {
-        b.json().init();
-    } else {
-        b.init();
-    }
-}
-
 /// Raises the soft open-files limit to the hard limit; returns the new limit.
 fn raise_nofile() -> Option<u64> {
     rlimit::increase_nofile_limit(u64::MAX).ok()
@@ -99,13 +85,6 @@ fn main() -> ExitCode {
     } else {
         None
     };
-    init_logging(&config.log.level, &config.log.format);
-    if let Some(p) = &config_file {
-        tracing::info!(path = %p.display(), "config loaded");
-    }
-    for k in &loaded.unknown_keys {
-        tracing::warn!(key = %k, "unknown config key ignored");
-    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -113,7 +92,40 @@ fn main() -> ExitCode {
         Ok(r) => r,
         Err(e) => return finish(Err(format!("cannot start runtime: {e}"))),
     };
-    runtime.block_on(async move {
+    // Inside the runtime: the OTLP exporter dials through it.
+    let node_name = config.node_config().name;
+    let telemetry = match runtime.block_on(async {
+        hub_server::telemetry::init(&config.log, &config.opentelemetry, &node_name)
+    }) {
+        Ok(t) => t,
+        Err(e) => return finish(Err(e)),
+    };
+    run(
+        runtime,
+        config,
+        config_file,
+        loaded.unknown_keys,
+        dev,
+        telemetry,
+    )
+}
+
+/// Serves until a shutdown signal; then exports the traces still buffered.
+fn run(
+    runtime: tokio::runtime::Runtime,
+    config: hub_server::config::Config,
+    config_file: Option<PathBuf>,
+    unknown_keys: Vec<String>,
+    dev: Option<cli::DevSettings>,
+    telemetry: hub_server::telemetry::Telemetry,
+) -> ExitCode {
+    if let Some(p) = &config_file {
+        tracing::info!(path = %p.display(), "config loaded");
+    }
+    for k in &unknown_keys {
+        tracing::warn!(key = %k, "unknown config key ignored");
+    }
+    let code = runtime.block_on(async move {
         let nofile = raise_nofile();
         let addr: SocketAddr = match format!("{}:{}", config.http_server.address, config.http_server.port).parse() {
             Ok(a) => a,
@@ -144,14 +156,15 @@ fn main() -> ExitCode {
         };
         let capacity = nofile.map(|n| n.saturating_sub(64)).unwrap_or(0);
         tracing::info!(%addr, open_files_limit = ?nofile, approx_max_connections = capacity, "hub-server listening");
-        eprintln!("hub-server {} listening on http://{addr}", env!("CARGO_PKG_VERSION"));
-        eprintln!("  WebSocket:  ws://{addr}/connection/websocket");
-        eprintln!("  server API: POST http://{addr}{}/publish  (header X-API-Key)", config.http_api.handler_prefix);
+        let (http, ws) = if config.http_server.tls.enabled { ("https", "wss") } else { ("http", "ws") };
+        eprintln!("hub-server {} listening on {http}://{addr}", env!("CARGO_PKG_VERSION"));
+        eprintln!("  WebSocket:  {ws}://{addr}/connection/websocket");
+        eprintln!("  server API: POST {http}://{addr}{}/publish  (header X-API-Key)", config.http_api.handler_prefix);
         if let Some(g) = grpc_addr {
             tracing::info!(addr = %g, "gRPC server API listening");
             eprintln!("  gRPC API:   {g}  (centrifugal.centrifugo.api.CentrifugoApi, metadata authorization: apikey KEY)");
         }
-        eprintln!("  health:     http://{addr}/health   metrics: http://{addr}/metrics");
+        eprintln!("  health:     {http}://{addr}/health   metrics: {http}://{addr}/metrics");
         match &dev {
             Some(dev) => print_dev_help(&config, addr, dev),
             None => {
@@ -171,7 +184,11 @@ fn main() -> ExitCode {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => finish(Err(format!("server failed: {e}"))),
         }
-    })
+    });
+    // The exporter's last batch goes out through the runtime, which still runs.
+    let _ =
+        runtime.block_on(async { tokio::task::spawn_blocking(move || telemetry.shutdown()).await });
+    code
 }
 
 /// Tells a user who started without a config what to do next.
@@ -191,8 +208,13 @@ fn print_dev_help(config: &hub_server::config::Config, addr: SocketAddr, dev: &c
     eprintln!(
         "  Next: subscribe with examples/node-subscriber (or examples/browser), then publish:"
     );
+    let http = if config.http_server.tls.enabled {
+        "https"
+    } else {
+        "http"
+    };
     eprintln!(
-        "    curl -X POST -H 'X-API-Key: {}' -d '{{\"channel\":\"news\",\"data\":{{\"text\":\"hi\"}}}}' http://{addr}{}/publish",
+        "    curl -X POST -H 'X-API-Key: {}' -d '{{\"channel\":\"news\",\"data\":{{\"text\":\"hi\"}}}}' {http}://{addr}{}/publish",
         config.http_api.key, config.http_api.handler_prefix
     );
     eprintln!(

@@ -83,6 +83,7 @@ pub const METRICS: &[(&str, Kind, &[&str], &str)] = &[
     ("hub_dead_letters_total", Kind::Counter, &[], "Events written to the dead-letter store."),
     ("hub_dead_letters_fallback_total", Kind::Counter, &[], "Dead letters written to the fallback file."),
     ("hub_dead_letters_dropped_total", Kind::Counter, &[], "Dead letters dropped (store full or failing)."),
+    ("hub_trace_export_failures_total", Kind::Counter, &[], "Span batches the OTLP exporter failed to send (opentelemetry.enabled)."),
 ];
 
 /// Describes every metric of [`METRICS`] and registers at zero those without labels, and

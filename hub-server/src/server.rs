@@ -32,6 +32,11 @@ pub struct App {
     pub executor: Executor,
     /// The rules (auth, permissions, proxies) the node's handler applies.
     pub rules: Arc<Rules>,
+    /// The TLS config of the HTTP server when `http_server.tls.enabled` (certificate and
+    /// key read at build).
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// The gRPC API's TLS config when `grpc_api.enabled` and `grpc_api.tls.enabled`.
+    pub grpc_tls: Option<tonic::transport::ServerTlsConfig>,
 }
 
 impl App {
@@ -50,6 +55,23 @@ pub async fn build(config: Config) -> Result<App, String> {
     // Before the node and the proxies start: they register their metric handles then.
     crate::metrics::handle();
     let rules = Rules::new(config.clone())?;
+    // Before anything starts: a bad certificate or key fails the start with its name.
+    let tls = if config.http_server.tls.enabled {
+        Some(crate::tls::server_config(
+            "http_server.tls",
+            &config.http_server.tls,
+        )?)
+    } else {
+        None
+    };
+    let grpc_tls = if config.grpc_api.enabled && config.grpc_api.tls.enabled {
+        Some(crate::tls::grpc_server_config(
+            "grpc_api.tls",
+            &config.grpc_api.tls,
+        )?)
+    } else {
+        None
+    };
     let mut builder = Node::builder()
         .config(config.node_config())
         .handler(ServerHandler(rules.clone()));
@@ -100,6 +122,8 @@ pub async fn build(config: Config) -> Result<App, String> {
         config,
         executor,
         rules,
+        tls,
+        grpc_tls,
     })
 }
 
@@ -153,8 +177,9 @@ async fn metrics(State(node): State<Node>) -> impl IntoResponse {
     )
 }
 
-/// Serves `app` on `listener` until `shutdown` completes, then drains: clients are closed
-/// with 3001 spread over the drain window, and the call returns within the shutdown timeout.
+/// Serves `app` on `listener` (over TLS when `http_server.tls.enabled`) until `shutdown`
+/// completes, then drains: clients are closed with 3001 spread over the drain window, and
+/// the call returns within the shutdown timeout.
 pub async fn serve(
     app: App,
     listener: TcpListener,
@@ -178,19 +203,24 @@ pub async fn serve(
         let _ = tokio::time::timeout(timeout, drain_node.shutdown(window)).await;
         drained2.notify_one();
     });
-    // Small frames must not wait for the peer's delayed ACK (Nagle).
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    let server = axum::serve(
-        listener,
-        app.router
-            .into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move {
+    let stop = async move {
         let _ = stop_rx.await;
-    });
-    server.await?;
+    };
+    match app.tls {
+        Some(tls) => {
+            // The TLS listener sets TCP_NODELAY itself; the empty tap gives it axum's
+            // `ConnectInfo<SocketAddr>`, which axum implements for `TapIo` listeners only.
+            let listener = crate::tls::TlsListener::new(listener, tls)?.tap_io(|_| {});
+            serve_http(listener, app.router, stop).await?
+        }
+        None => {
+            // Small frames must not wait for the peer's delayed ACK (Nagle).
+            let listener = listener.tap_io(|tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
+            serve_http(listener, app.router, stop).await?
+        }
+    }
     // Upgraded connections are not tracked by the HTTP server: wait for the drain.
     let _ = tokio::time::timeout(timeout, drained.notified()).await;
     // Client sends and forwarded publications still waiting for their backend go to the
@@ -214,15 +244,39 @@ pub async fn serve(
     Ok(())
 }
 
-/// Serves the gRPC server API `service` (see [`App::grpc_service`]) on `listener` until
-/// `shutdown` completes; then stops accepting and lets calls in flight finish.
+/// Serves `router` on `listener` until `stop` completes (then lets requests in flight finish).
+async fn serve_http<L>(
+    listener: L,
+    router: Router,
+    stop: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()>
+where
+    L: axum::serve::Listener<Addr = SocketAddr>,
+    for<'a> SocketAddr: axum::extract::connect_info::Connected<axum::serve::IncomingStream<'a, L>>,
+{
+    axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(stop)
+    .await
+}
+
+/// Serves the gRPC server API `service` (see [`App::grpc_service`]) on `listener`, over TLS
+/// when `tls` is given (see [`App::grpc_tls`]), until `shutdown` completes; then stops
+/// accepting and lets calls in flight finish.
 pub async fn serve_grpc(
     service: crate::api::grpc::Service,
     listener: TcpListener,
+    tls: Option<tonic::transport::ServerTlsConfig>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-    tonic::transport::Server::builder()
+    let mut server = tonic::transport::Server::builder();
+    if let Some(tls) = tls {
+        server = server.tls_config(tls).map_err(std::io::Error::other)?;
+    }
+    server
         .add_service(service)
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await
@@ -246,6 +300,7 @@ pub async fn serve_all(
     let mut grpc = tokio::spawn(serve_grpc(
         app.grpc_service(),
         grpc_listener,
+        app.grpc_tls.clone(),
         shutdown.clone(),
     ));
     let http = serve(app, listener, shutdown);

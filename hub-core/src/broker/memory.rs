@@ -160,7 +160,10 @@ impl Broker for MemoryBroker {
         // Delivered under the shard lock: publications of a channel reach the node in
         // offset order.
         if let Some(h) = handler {
-            h.handle_publication(channel, publication, position.clone());
+            match options.trace.as_deref() {
+                Some(t) => h.handle_traced_publication(channel, publication, position.clone(), t),
+                None => h.handle_publication(channel, publication, position.clone()),
+            }
         }
         Ok(position)
     }
@@ -235,6 +238,7 @@ mod tests {
                 ttl: Duration::from_secs(60),
                 meta_ttl: Duration::from_secs(3600),
             }),
+            ..Default::default()
         }
     }
 
@@ -312,6 +316,7 @@ mod tests {
                 ttl: Duration::from_millis(50),
                 meta_ttl: Duration::from_millis(200),
             }),
+            ..Default::default()
         };
         let sp = b.publish("c", publication(1), &o).await.unwrap();
         std::thread::sleep(Duration::from_millis(80));

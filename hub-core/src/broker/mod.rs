@@ -45,6 +45,10 @@ impl HistoryOptions {
 pub struct PublishOptions {
     /// Keep the publication in history, if the channel has history.
     pub history: Option<HistoryOptions>,
+    /// A W3C `traceparent` carried with the publication to every node that delivers it (the
+    /// node hands it to [`Handler::on_traced_delivery`](crate::Handler::on_traced_delivery)).
+    /// Opaque to the hub; `None` (the usual case) costs nothing.
+    pub trace: Option<Arc<str>>,
 }
 
 /// Which part of a stream to read.
@@ -64,6 +68,18 @@ pub struct HistoryFilter {
 pub trait BrokerEventHandler: Send + Sync + 'static {
     /// A publication arrived for `channel`.
     fn handle_publication(&self, channel: &str, publication: Publication, position: StreamPosition);
+    /// A publication published with a [`PublishOptions::trace`] arrived for `channel`.
+    /// Default: as [`BrokerEventHandler::handle_publication`], the trace dropped.
+    fn handle_traced_publication(
+        &self,
+        channel: &str,
+        publication: Publication,
+        position: StreamPosition,
+        trace: &str,
+    ) {
+        let _ = trace;
+        self.handle_publication(channel, publication, position);
+    }
     /// Someone joined `channel`.
     fn handle_join(&self, channel: &str, info: ClientInfo);
     /// Someone left `channel`.

@@ -433,12 +433,21 @@ async fn reader_task(shard: Arc<Shard>, handler: Arc<dyn BrokerEventHandler>, pr
             continue;
         };
         match wire::decode_event(&payload) {
-            Ok(Event::Publication { publication, epoch }) => {
+            Ok(Event::Publication {
+                publication,
+                epoch,
+                trace,
+            }) => {
                 let position = StreamPosition {
                     offset: publication.offset,
                     epoch,
                 };
-                handler.handle_publication(channel, publication, position);
+                match trace {
+                    Some(t) => {
+                        handler.handle_traced_publication(channel, publication, position, &t)
+                    }
+                    None => handler.handle_publication(channel, publication, position),
+                }
             }
             Ok(Event::Join(info)) => handler.handle_join(channel, info),
             Ok(Event::Leave(info)) => handler.handle_leave(channel, info),
@@ -521,7 +530,8 @@ impl Broker for RedisEngine {
         options: &PublishOptions,
     ) -> Result<StreamPosition, EngineError> {
         let shard = self.shard(channel);
-        let body = wire::encode_publication(&publication).map_err(|e| EngineError::new(e.0))?;
+        let body = wire::encode_publication(&publication, options.trace.as_deref())
+            .map_err(|e| EngineError::new(e.0))?;
         let pubsub = Self::pubsub_channel(&self.config.prefix, channel);
         match options.history.filter(HistoryOptions::enabled) {
             Some(h) => {

@@ -1,7 +1,7 @@
 //! How publications, joins and leaves travel through Redis.
 //!
-//! A publication body is JSON, `{"d":<data>,"i":<info>,"t":<tags>}`, with the payload kept
-//! raw. In history it is stored as a stream entry's `d` field, under the offset as entry id.
+//! A publication body is JSON, `{"d":<data>,"i":<info>,"t":<tags>,"tp":<traceparent>}`, with
+//! the payload kept raw (`tp` only when the publisher passed a trace context). In history it is stored as a stream entry's `d` field, under the offset as entry id.
 //! On PUB/SUB it is prefixed with its position: `__p1:<offset>:<epoch>__<body>` (offset 0 and
 //! an empty epoch without history). Joins and leaves are `__j__<info>` and `__l__<info>`.
 
@@ -19,6 +19,7 @@ pub(crate) enum Event {
     Publication {
         publication: Publication,
         epoch: String,
+        trace: Option<String>,
     },
     Join(ClientInfo),
     Leave(ClientInfo),
@@ -44,6 +45,8 @@ struct WirePub<'a> {
     i: Option<WireInfo<'a>>,
     #[serde(default, skip_serializing_if = "HashMap::is_empty")]
     t: HashMap<String, String>,
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    tp: Option<&'a str>,
 }
 
 fn raw(b: &Bytes) -> Option<&RawValue> {
@@ -82,14 +85,16 @@ fn client_info(w: WireInfo<'_>) -> ClientInfo {
 #[derive(Debug)]
 pub(crate) struct WireError(pub(crate) String);
 
-/// Encodes a publication body (its offset is not part of it).
-pub(crate) fn encode_publication(p: &Publication) -> Result<Bytes, WireError> {
+/// Encodes a publication body (its offset is not part of it), with the publisher's trace
+/// context if any.
+pub(crate) fn encode_publication(p: &Publication, trace: Option<&str>) -> Result<Bytes, WireError> {
     let d = raw(&p.data)
         .ok_or_else(|| WireError("publication data is not JSON (the JSON flavour)".into()))?;
     let w = WirePub {
         d,
         i: p.info.as_ref().map(wire_info),
         t: p.tags.clone(),
+        tp: trace,
     };
     serde_json::to_vec(&w)
         .map(Bytes::from)
@@ -98,13 +103,19 @@ pub(crate) fn encode_publication(p: &Publication) -> Result<Bytes, WireError> {
 
 /// Decodes a publication body.
 pub(crate) fn decode_publication(body: &[u8], offset: u64) -> Result<Publication, WireError> {
+    decode_traced(body, offset).map(|(p, _)| p)
+}
+
+/// Decodes a publication body and its trace context.
+fn decode_traced(body: &[u8], offset: u64) -> Result<(Publication, Option<String>), WireError> {
     let w: WirePub<'_> = serde_json::from_slice(body).map_err(|e| WireError(e.to_string()))?;
-    Ok(Publication {
+    let publication = Publication {
         data: Bytes::copy_from_slice(w.d.get().as_bytes()),
         info: w.i.map(client_info),
         offset,
         tags: w.t,
-    })
+    };
+    Ok((publication, w.tp.map(str::to_owned)))
 }
 
 /// Encodes client info (presence entries, joins, leaves).
@@ -149,10 +160,11 @@ pub(crate) fn decode_event(payload: &[u8]) -> Result<Event, WireError> {
         let rest = &rest[colon + 1..];
         let end = rest.windows(2).position(|w| w == b"__").ok_or_else(bad)?;
         let epoch = std::str::from_utf8(&rest[..end]).map_err(|_| bad())?;
-        let publication = decode_publication(&rest[end + 2..], offset)?;
+        let (publication, trace) = decode_traced(&rest[end + 2..], offset)?;
         return Ok(Event::Publication {
             publication,
             epoch: epoch.to_owned(),
+            trace,
         });
     }
     if let Some(rest) = payload.strip_prefix(b"__j__") {
@@ -185,13 +197,18 @@ mod tests {
             offset: 0,
             tags: [("k".to_owned(), "v".to_owned())].into(),
         };
-        let body = encode_publication(&p).unwrap();
+        let body = encode_publication(&p, None).unwrap();
         let mut payload = b"__p1:17:abcd__".to_vec();
         payload.extend_from_slice(&body);
-        let Event::Publication { publication, epoch } = decode_event(&payload).unwrap() else {
+        let Event::Publication {
+            publication,
+            epoch,
+            trace,
+        } = decode_event(&payload).unwrap()
+        else {
             panic!("not a publication");
         };
-        assert_eq!(epoch, "abcd");
+        assert_eq!((epoch.as_str(), trace), ("abcd", None));
         assert_eq!(
             publication,
             Publication {
@@ -199,11 +216,34 @@ mod tests {
                 ..p.clone()
             }
         );
-        let Event::Publication { publication, epoch } = decode_event(&unpositioned(&body)).unwrap()
+        let Event::Publication {
+            publication, epoch, ..
+        } = decode_event(&unpositioned(&body)).unwrap()
         else {
             panic!("not a publication");
         };
         assert_eq!((publication.offset, epoch.as_str()), (0, ""));
+    }
+
+    #[test]
+    fn a_trace_context_travels_with_the_publication_but_not_into_it() {
+        let p = Publication {
+            data: Bytes::from_static(br#"{"x":1}"#),
+            info: None,
+            offset: 0,
+            tags: HashMap::new(),
+        };
+        let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let body = encode_publication(&p, Some(tp)).unwrap();
+        let Event::Publication {
+            publication, trace, ..
+        } = decode_event(&unpositioned(&body)).unwrap()
+        else {
+            panic!("not a publication");
+        };
+        assert_eq!((publication, trace.as_deref()), (p.clone(), Some(tp)));
+        // History reads the same body: the publication comes out without the trace.
+        assert_eq!(decode_publication(&body, 3).unwrap().offset, 3);
     }
 
     #[test]

@@ -23,6 +23,7 @@ use serde_json::value::RawValue;
 use tonic::metadata::MetadataMap;
 use tonic::service::interceptor::InterceptedService;
 use tonic::{Request, Response, Status};
+use tracing::Instrument as _;
 
 use super::{ApiError, Executor};
 
@@ -172,7 +173,11 @@ where
     metrics::counter!("hub_api_calls_total", "method" => method, "transport" => "grpc")
         .increment(1);
     let transport = transport_mode(req.metadata());
-    match run(req.into_inner()).await {
+    let span = crate::telemetry::api_span(method, "grpc");
+    crate::telemetry::adopt(&span, crate::telemetry::grpc_context(req.metadata()));
+    let result = run(req.into_inner()).instrument(span.clone()).await;
+    crate::telemetry::record_outcome(&span, result.as_ref().err());
+    match result {
         Ok(v) => Ok(Response::new(make(None, Some(v)))),
         Err(e) if transport => Err(status_of(e)),
         Err(e) => Ok(Response::new(make(Some(proto_error(e.into())), None))),
@@ -470,7 +475,12 @@ impl CentrifugoApi for GrpcApi {
     async fn batch(&self, req: Request<proto::BatchRequest>) -> Reply<proto::BatchResponse> {
         metrics::counter!("hub_api_calls_total", "method" => "batch", "transport" => "grpc")
             .increment(1);
-        match GrpcApi::batch(self, req.into_inner()).await {
+        let span = crate::telemetry::api_span("batch", "grpc");
+        crate::telemetry::adopt(&span, crate::telemetry::grpc_context(req.metadata()));
+        match GrpcApi::batch(self, req.into_inner())
+            .instrument(span)
+            .await
+        {
             Ok(r) => Ok(Response::new(r)),
             Err(e) => Err(status_of(e)),
         }

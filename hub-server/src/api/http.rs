@@ -7,6 +7,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use hub_core::Error;
 use serde_json::value::RawValue;
+use tracing::Instrument as _;
 
 use super::{same, ApiError, Executor};
 
@@ -122,7 +123,15 @@ pub async fn handle(
     }
     metrics::counter!("hub_api_calls_total", "method" => method.clone(), "transport" => "http")
         .increment(1);
-    match st.executor.call(&method, params).await {
+    let span = crate::telemetry::api_span(&method, "http");
+    crate::telemetry::adopt(&span, crate::telemetry::http_context(&headers));
+    let result = st
+        .executor
+        .call(&method, params)
+        .instrument(span.clone())
+        .await;
+    crate::telemetry::record_outcome(&span, result.as_ref().err());
+    match result {
         Ok(result) => json_response(
             StatusCode::OK,
             serde_json::json!({ "result": result }).to_string(),

@@ -325,6 +325,8 @@ impl Executor {
         if skip_history {
             options.history = None;
         }
+        // Within a sampled trace, the nodes that deliver the publication join it.
+        options.trace = crate::telemetry::sampled_traceparent().map(Into::into);
         let publication = Publication {
             data,
             tags,

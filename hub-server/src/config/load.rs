@@ -224,6 +224,12 @@ impl Config {
                 self.http_api.error_mode
             ));
         }
+        let ratio = self.opentelemetry.sample_ratio;
+        if !(0.0..=1.0).contains(&ratio) {
+            return Err(format!(
+                "opentelemetry.sample_ratio {ratio}: use a share from 0 to 1"
+            ));
+        }
         Ok(())
     }
 
@@ -552,6 +558,17 @@ mod tests {
         assert!(e.contains("recovery needs history"), "{e}");
         let e = load_str("ini", "x", &[]).unwrap_err();
         assert!(e.contains("unknown config extension"), "{e}");
+        let e = load_str("json", r#"{"opentelemetry": {"sample_ratio": 1.5}}"#, &[]).unwrap_err();
+        assert!(e.contains("opentelemetry.sample_ratio 1.5"), "{e}");
+        let l = load_str(
+            "json",
+            r#"{"opentelemetry": {"enabled": true, "endpoint": "http://c:4317", "sample_ratio": 0.25}}"#,
+            &[],
+        )
+        .unwrap();
+        assert!(l.unknown_keys.is_empty(), "{:?}", l.unknown_keys);
+        assert_eq!(l.config.opentelemetry.sample_ratio, 0.25);
+        assert_eq!(l.config.opentelemetry.service_name, "hub-server");
     }
 
     #[test]

@@ -46,6 +46,38 @@ pub struct Config {
     pub engine: Engine,
     /// This node.
     pub node: NodeSection,
+    /// Distributed tracing export (OpenTelemetry over OTLP/gRPC).
+    pub opentelemetry: OpenTelemetry,
+}
+
+/// `opentelemetry`: trace export. Trace context (W3C `traceparent`) is read from the server
+/// API calls and passed on to backends and to the nodes that deliver a publication whether
+/// or not export is on; `enabled` decides whether this node exports its spans.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct OpenTelemetry {
+    /// Export spans over OTLP/gRPC (default false).
+    pub enabled: bool,
+    /// The collector's OTLP/gRPC address (default "": `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`,
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT`, else `http://localhost:4317`).
+    pub endpoint: String,
+    /// `service.name` of the spans (default `hub-server`; `service.instance.id` is
+    /// `node.name`).
+    pub service_name: String,
+    /// Share of new traces recorded, 0 to 1 (default 1); a call that carries a trace context
+    /// follows the caller's decision.
+    pub sample_ratio: f64,
+}
+
+impl Default for OpenTelemetry {
+    fn default() -> Self {
+        OpenTelemetry {
+            enabled: false,
+            endpoint: String::new(),
+            service_name: "hub-server".into(),
+            sample_ratio: 1.0,
+        }
+    }
 }
 
 /// `node`
@@ -217,6 +249,8 @@ pub struct HttpServer {
     pub address: String,
     /// Port (default 8000).
     pub port: u16,
+    /// HTTPS/WSS on the same port, terminated by the server itself (default off).
+    pub tls: Tls,
 }
 
 impl Default for HttpServer {
@@ -224,8 +258,27 @@ impl Default for HttpServer {
         HttpServer {
             address: "127.0.0.1".into(),
             port: 8000,
+            tls: Tls::default(),
         }
     }
+}
+
+/// `http_server.tls` and `grpc_api.tls` (Centrifugo v6's names): a certificate chain and its
+/// private key, as inline PEM or as files, read once at start. Inline PEM wins over a file
+/// when both are set.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Tls {
+    /// Serve TLS (default false).
+    pub enabled: bool,
+    /// The certificate chain as PEM text (leaf first).
+    pub server_cert_pem: String,
+    /// The private key as PEM text (PKCS#8, PKCS#1 or SEC1).
+    pub server_key_pem: String,
+    /// A file holding the certificate chain (PEM).
+    pub server_cert_pem_file: String,
+    /// A file holding the private key (PEM).
+    pub server_key_pem_file: String,
 }
 
 /// `log`
@@ -552,6 +605,8 @@ pub struct GrpcApi {
     pub key: String,
     /// Serve the gRPC API without a key (development only; default false).
     pub insecure: bool,
+    /// TLS for the gRPC API (its own certificate and key; default off).
+    pub tls: Tls,
 }
 
 impl Default for GrpcApi {
@@ -562,6 +617,7 @@ impl Default for GrpcApi {
             port: 10000,
             key: String::new(),
             insecure: false,
+            tls: Tls::default(),
         }
     }
 }

@@ -9,7 +9,7 @@ use hub_core::protocol::{Publication, StreamPosition};
 use hub_core::{
     async_trait, ChannelAction, ClientContext, ConnectingEvent, Credentials, Disconnect, Error,
     Handler, PublishDecision, PublishEvent, RefreshDecision, Reject, ServerSubscription,
-    SubscribeEvent, SubscribeOptions,
+    SubscribeEvent, SubscribeOptions, TracedDelivery,
 };
 
 use crate::auth::{effective_expiry, info_bytes, TokenError, Verifier};
@@ -123,6 +123,7 @@ impl Rules {
                 ttl: o.history_ttl,
                 meta_ttl: o.meta_ttl(),
             }),
+            trace: None,
         }
     }
 
@@ -354,6 +355,10 @@ impl Handler for ServerHandler {
         position: &StreamPosition,
     ) {
         self.0.forward(channel, publication, position, Some(client));
+    }
+
+    fn on_traced_delivery(&self, d: &TracedDelivery<'_>) {
+        crate::telemetry::delivered(d);
     }
 
     async fn on_message(&self, client: &ClientContext, data: Bytes) -> Result<(), Reject> {

@@ -19,6 +19,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use tracing::Instrument as _;
+
 use super::Backend;
 use crate::config::RetrySettings;
 use crate::dead_letter::{DeadLetters, Entry};
@@ -153,9 +155,22 @@ impl<E: Deliverable> Sender<E> {
             pending.insert(id, e.clone());
         }
         let s = self.clone();
-        tokio::spawn(async move {
-            s.deliver(id, e).await;
-        });
+        // The delivery joins the trace of what caused it (an API publish, a client send)
+        // without holding that span open while it retries.
+        let span = tracing::info_span!(
+            target: crate::telemetry::TARGET,
+            parent: None,
+            "deliver_async",
+            otel.name = E::EVENT,
+            trace_id = tracing::field::Empty,
+        );
+        crate::telemetry::adopt(&span, crate::telemetry::current_context());
+        tokio::spawn(
+            async move {
+                s.deliver(id, e).await;
+            }
+            .instrument(span),
+        );
     }
 
     fn pending_map(&self) -> std::sync::MutexGuard<'_, HashMap<u64, E>> {

@@ -33,6 +33,7 @@ use hub_core::{Disconnect, Error, Reject};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tonic::transport::{Channel, Endpoint};
+use tracing::Instrument as _;
 
 use crate::config::{Config, ProxyEndpoint};
 use breaker::Breaker;
@@ -156,7 +157,23 @@ impl Backend {
         Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
         let start = Instant::now();
-        let r = self.call_inner(start, f).await;
+        // A child of the API call or delivery that caused it, if any; the backend gets it as
+        // its `traceparent` (see [`request`]).
+        let span = tracing::info_span!(
+            target: crate::telemetry::TARGET,
+            "proxy",
+            otel.name = %format_args!("proxy {event}"),
+            otel.kind = "client",
+            event,
+            endpoint = %self.endpoint,
+            trace_id = tracing::field::Empty,
+            otel.status_code = tracing::field::Empty,
+        );
+        crate::telemetry::adopt(&span, crate::telemetry::current_context());
+        let r = self.call_inner(start, f).instrument(span.clone()).await;
+        if r.is_err() {
+            span.record("otel.status_code", "ERROR");
+        }
         metrics::histogram!("hub_proxy_call_duration_seconds", "event" => event)
             .record(start.elapsed().as_secs_f64());
         let result = match &r {
@@ -218,10 +235,12 @@ impl Backend {
     }
 }
 
-/// A request with the gRPC deadline set to what is left of the call's timeout.
+/// A request with the gRPC deadline set to what is left of the call's timeout, and the
+/// current trace context (`traceparent`) in its metadata.
 pub fn request<T>(msg: T, left: std::time::Duration) -> tonic::Request<T> {
     let mut r = tonic::Request::new(msg);
     r.set_timeout(left);
+    crate::telemetry::inject_grpc(r.metadata_mut());
     r
 }
 

@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 /// A raw HTTP/1.1 request (`Connection: close`) answered within `timeout`; returns status,
@@ -18,9 +18,23 @@ pub async fn request(
     body: &str,
     timeout: Duration,
 ) -> (u16, String, String) {
-    let mut s = TcpStream::connect(addr).await.unwrap();
+    let s = TcpStream::connect(addr).await.unwrap();
+    request_on(s, &addr.to_string(), method, path, headers, body, timeout).await
+}
+
+/// [`request`] over a connection already open (a TLS stream, say); `host` is the `Host`
+/// header.
+pub async fn request_on<S: AsyncRead + AsyncWrite + Unpin>(
+    mut s: S,
+    host: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+    timeout: Duration,
+) -> (u16, String, String) {
     let mut req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nContent-Length: {}\r\n",
         body.len()
     );
     for (k, v) in headers {
