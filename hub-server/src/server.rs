@@ -112,7 +112,14 @@ pub async fn build(config: Config) -> Result<App, String> {
     let router = Router::new()
         .route("/connection/websocket", any(websocket))
         .route("/health", get(health))
-        .route("/ready", get(ready))
+        .route(
+            "/ready",
+            get(ready).with_state(Readiness {
+                node: node.clone(),
+                rules: rules.clone(),
+                require_backends: config.health.ready_requires_backends,
+            }),
+        )
         .route("/metrics", get(metrics))
         .with_state(node.clone())
         .merge(api_router);
@@ -153,16 +160,47 @@ fn engine_ready(node: &Node) -> Result<(), String> {
     r
 }
 
-async fn ready(State(node): State<Node>) -> Response {
-    if let Err(e) = engine_ready(&node) {
-        (StatusCode::SERVICE_UNAVAILABLE, e).into_response()
+/// What `/ready` looks at.
+#[derive(Clone)]
+struct Readiness {
+    node: Node,
+    rules: Arc<Rules>,
+    require_backends: bool,
+}
+
+/// `/ready`: 200 when the node serves, else 503; the body tells the engine's and each
+/// backend's state, `{"status":"ok","engine":"ok","backends":{"grpc://b:9000":"ok"}}`
+/// (a backend is `"breaker_open"` while its circuit breaker refuses calls). Backends make
+/// the node unready only with `health.ready_requires_backends`: they are usually shared by
+/// every node, so taking all nodes out of the balancer would turn the SDKs' retried error
+/// 100 into a refused connection.
+async fn ready(State(r): State<Readiness>) -> Response {
+    let engine = engine_ready(&r.node);
+    let backends = r.rules.proxies.breaker_states();
+    let backends_down = backends.values().any(|open| *open);
+    let ok = engine.is_ok() && !(r.require_backends && backends_down);
+    let body = serde_json::json!({
+        "status": if ok { "ok" } else { "unavailable" },
+        "engine": match &engine {
+            Ok(()) => "ok".to_string(),
+            Err(e) => e.clone(),
+        },
+        "backends": backends
+            .into_iter()
+            .map(|(endpoint, open)| (endpoint, if open { "breaker_open" } else { "ok" }))
+            .collect::<std::collections::BTreeMap<_, _>>(),
+    });
+    let status = if ok {
+        StatusCode::OK
     } else {
-        (
-            [(axum::http::header::CONTENT_TYPE, "application/json")],
-            "{}",
-        )
-            .into_response()
-    }
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        status,
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
 }
 
 async fn metrics(State(node): State<Node>) -> impl IntoResponse {

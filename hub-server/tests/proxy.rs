@@ -437,6 +437,12 @@ async fn breaker_opens_then_recovers(mode: u8) {
     assert!(reply(&mut other, 2).await.get("error").is_none());
     let (st, _) = support::http(s.addr, "GET", "/health", &[], "").await;
     assert_eq!(st, 200);
+    // Readiness reports the backend but stays 200: backends are shared by every node.
+    let (st, body) = support::http(s.addr, "GET", "/ready", &[], "").await;
+    assert_eq!(st, 200, "{body}");
+    let ready: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(ready["backends"][&url], "breaker_open", "{body}");
+    assert_eq!(ready["engine"], "ok", "{body}");
 
     // After the cooldown one trial goes through; while the backend still fails, it opens again.
     tokio::time::sleep(Duration::from_millis(800)).await;
@@ -457,6 +463,42 @@ async fn breaker_opens_then_recovers(mode: u8) {
     assert!(
         metrics.contains(&format!("hub_proxy_breaker_open{{endpoint=\"{url}\"}} 0")),
         "{metrics}"
+    );
+    let (_, body) = support::http(s.addr, "GET", "/ready", &[], "").await;
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap()["backends"][&url],
+        "ok"
+    );
+    s.shutdown().await;
+}
+
+#[tokio::test]
+async fn with_ready_requires_backends_an_open_breaker_makes_the_node_unready() {
+    // Nothing listens there.
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("grpc://{}", l.local_addr().unwrap())
+    };
+    let config = support::config(json!({
+        "client": {"ping_interval": "0s"},
+        "rpc": {"proxy": endpoint(&dead, json!({"breaker_failures": 1, "breaker_cooldown": "60s"})),
+                "without_namespace": {"proxy_enabled": true}},
+        "health": {"ready_requires_backends": true}
+    }));
+    let s = support::start(config).await;
+    let (st, body) = support::http(s.addr, "GET", "/ready", &[], "").await;
+    assert_eq!(st, 200, "{body}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap(),
+        json!({"status": "ok", "engine": "ok", "backends": {dead.clone(): "ok"}})
+    );
+    let mut w = connected(s.addr, "bob").await;
+    failing_rpc(&mut w, 2).await;
+    let (st, body) = support::http(s.addr, "GET", "/ready", &[], "").await;
+    assert_eq!(st, 503, "{body}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap(),
+        json!({"status": "unavailable", "engine": "ok", "backends": {dead: "breaker_open"}})
     );
     s.shutdown().await;
 }

@@ -48,6 +48,17 @@ pub struct Config {
     pub node: NodeSection,
     /// Distributed tracing export (OpenTelemetry over OTLP/gRPC).
     pub opentelemetry: OpenTelemetry,
+    /// `/health` and `/ready`.
+    pub health: Health,
+}
+
+/// `health`
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Health {
+    /// `/ready` answers 503 also while a backend proxy's circuit breaker is open (default
+    /// false: backends are reported in the body only).
+    pub ready_requires_backends: bool,
 }
 
 /// `opentelemetry`: trace export. Trace context (W3C `traceparent`) is read from the server

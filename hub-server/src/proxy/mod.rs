@@ -268,6 +268,24 @@ pub struct Proxies {
 }
 
 impl Proxies {
+    /// Every distinct backend with whether its breaker is open now, by endpoint.
+    pub fn breaker_states(&self) -> std::collections::BTreeMap<String, bool> {
+        [
+            &self.connect,
+            &self.refresh,
+            &self.subscribe,
+            &self.publish,
+            &self.sub_refresh,
+            &self.rpc,
+            &self.send,
+            &self.publication_forward,
+        ]
+        .into_iter()
+        .flatten()
+        .map(|b| (b.endpoint().to_owned(), b.breaker_open()))
+        .collect()
+    }
+
     /// Builds the backends the config names. Needs a tokio runtime when any is configured.
     pub fn new(config: &Config) -> Result<Self, String> {
         let mut by_endpoint: HashMap<String, Arc<Backend>> = HashMap::new();
