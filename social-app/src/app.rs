@@ -59,6 +59,8 @@ pub struct Running {
     pub http: Option<SocketAddr>,
     /// Where the services listen, if any runs here.
     pub grpc: Option<SocketAddr>,
+    /// Where `/metrics` is served apart from the gateway (`--metrics`).
+    pub metrics: Option<SocketAddr>,
     stop: watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     node: Option<hub_core::Node>,
@@ -242,6 +244,7 @@ pub async fn open_seed_stores(settings: &Settings) -> Result<SeedStores, String>
 pub async fn start(part: Part, settings: &Settings, http: &str) -> Result<Running, String> {
     // Phase 1: check everything before binding.
     let secrets = settings.secrets()?;
+    crate::metrics::install();
     if part != Part::All && settings.hub_grpc.is_none() {
         return Err(
             "the parts run as separate processes publish through an external hub: set --hub-grpc"
@@ -275,6 +278,10 @@ pub async fn start(part: Part, settings: &Settings, http: &str) -> Result<Runnin
         None
     };
     let http_addr = http_listener.as_ref().and_then(|l| l.local_addr().ok());
+    let metrics = match &settings.metrics {
+        Some(addr) => Some(crate::metrics::serve(addr).await?),
+        None => None,
+    };
 
     let local = grpc
         .map(|a| a.to_string())
@@ -313,7 +320,7 @@ pub async fn start(part: Part, settings: &Settings, http: &str) -> Result<Runnin
             .add_optional_service(None::<CountersServer<CountersService>>);
         if let Some((users, friends)) = stores.users {
             let svc = UsersService::new(users, friends, clients.clone(), realtime.clone());
-            router = router.add_service(UsersServer::with_interceptor(svc, check.clone()));
+            router = router.add_service(UsersServer::with_interceptor(svc, check.named("users")));
         }
         if let Some((posts, feeds)) = stores.posts {
             let fs = FeedSettings {
@@ -322,15 +329,18 @@ pub async fn start(part: Part, settings: &Settings, http: &str) -> Result<Runnin
                 ..FeedSettings::default()
             };
             let svc = PostsService::new(posts, feeds, clients.clone(), realtime.clone(), fs);
-            router = router.add_service(PostsServer::with_interceptor(svc, check.clone()));
+            router = router.add_service(PostsServer::with_interceptor(svc, check.named("posts")));
         }
         if let Some(chats) = stores.chats {
             let svc = ChatsService::new(chats, clients.clone(), realtime.clone());
-            router = router.add_service(ChatsServer::with_interceptor(svc, check.clone()));
+            router = router.add_service(ChatsServer::with_interceptor(svc, check.named("chats")));
         }
         if let Some(counters) = stores.counters {
             let svc = CountersService::new(counters);
-            router = router.add_service(CountersServer::with_interceptor(svc, check.clone()));
+            router = router.add_service(CountersServer::with_interceptor(
+                svc,
+                check.named("counters"),
+            ));
         }
         let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
         let sig = signal();
@@ -359,9 +369,13 @@ pub async fn start(part: Part, settings: &Settings, http: &str) -> Result<Runnin
         }));
         tracing::info!(addr = ?http_addr, "gateway listening (HTTP)");
     }
+    if let Some(m) = metrics {
+        tracing::info!(addr = %m, "metrics listening (HTTP /metrics)");
+    }
     Ok(Running {
         http: http_addr,
         grpc,
+        metrics,
         stop,
         tasks,
         node,

@@ -88,6 +88,11 @@ pub struct Settings {
     /// See `--users-addr`.
     #[arg(long, global = true, env = "SOCIAL_COUNTERS_ADDR")]
     pub counters_addr: Option<String>,
+    /// Serve Prometheus `/metrics` (and `/healthz`) on this address, e.g. `127.0.0.1:9464`;
+    /// for service processes, which have no HTTP port (the gateway also serves `/metrics` on
+    /// its own). Unset: none.
+    #[arg(long, global = true, env = "SOCIAL_METRICS")]
+    pub metrics: Option<String>,
     /// Where the gRPC services listen.
     #[arg(
         long,

@@ -16,6 +16,7 @@
 pub mod app;
 pub mod config;
 pub mod gateway;
+pub mod metrics;
 pub mod realtime;
 pub mod rpc;
 pub mod seed;

@@ -89,7 +89,9 @@ impl Realtime {
                             data: data.clone(),
                             ..Default::default()
                         };
-                        if let Err(e) = node.publish(ch, p, &PublishOptions::default()).await {
+                        let r = node.publish(ch, p, &PublishOptions::default()).await;
+                        published(r.is_ok(), 1);
+                        if let Err(e) = r {
                             tracing::warn!(channel = %ch, error = %e, "live event not published");
                         }
                     }
@@ -99,12 +101,14 @@ impl Realtime {
                     match hub.broadcast(&refs, event).await {
                         Ok(results) => {
                             for (ch, r) in chunk.iter().zip(results) {
+                                published(r.is_ok(), 1);
                                 if let Err(e) = r {
                                     tracing::warn!(channel = %ch, error = %e, "live event not published");
                                 }
                             }
                         }
                         Err(e) => {
+                            published(false, chunk.len());
                             tracing::warn!(channels = chunk.len(), error = %e, "live events not published")
                         }
                     }
@@ -112,6 +116,12 @@ impl Realtime {
             }
         }
     }
+}
+
+/// Counts `n` live events in `social_hub_publishes_total`.
+fn published(ok: bool, n: usize) {
+    let result = if ok { "ok" } else { "failed" };
+    metrics::counter!("social_hub_publishes_total", "result" => result).increment(n as u64);
 }
 
 /// The embedded node's rules: connect with a connection token, subscribe only to one's own

@@ -28,14 +28,29 @@ impl Interceptor for Attach {
     }
 }
 
-/// Refuses incoming calls without the internal token.
+/// Refuses incoming calls without the internal token; counts the calls of its service in
+/// `social_service_calls_total`.
 #[derive(Clone)]
-pub struct Check(Arc<str>);
+pub struct Check {
+    token: Arc<str>,
+    service: &'static str,
+}
 
 impl Check {
     /// Accepts calls that carry `token`.
     pub fn new(token: &str) -> Self {
-        Check(token.into())
+        Check {
+            token: token.into(),
+            service: "",
+        }
+    }
+
+    /// The same check, counting calls under `service`.
+    pub fn named(&self, service: &'static str) -> Self {
+        Check {
+            token: self.token.clone(),
+            service,
+        }
     }
 }
 
@@ -46,7 +61,11 @@ impl Interceptor for Check {
             .get(TOKEN_KEY)
             .map(|v| v.as_bytes())
             .unwrap_or_default();
-        if constant_time_eq(given, self.0.as_bytes()) {
+        let ok = constant_time_eq(given, self.token.as_bytes());
+        let result = if ok { "ok" } else { "unauthenticated" };
+        metrics::counter!("social_service_calls_total", "service" => self.service, "result" => result)
+            .increment(1);
+        if ok {
             Ok(r)
         } else {
             Err(Status::unauthenticated("missing or wrong internal token"))

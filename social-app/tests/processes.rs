@@ -141,7 +141,13 @@ async fn services_as_separate_processes_behind_an_external_hub() {
     };
     let dir = support::data_dir();
     let _hub = hub(ports.hub_http, ports.hub_grpc);
-    let _users = social(&ports, &dir, &["service", "users"], ports.users);
+    let users_metrics = format!("127.0.0.1:{}", free_port());
+    let _users = social(
+        &ports,
+        &dir,
+        &["service", "users", "--metrics", &users_metrics],
+        ports.users,
+    );
     let _posts = social(&ports, &dir, &["service", "posts"], ports.posts);
     let _chats = social(&ports, &dir, &["service", "chats"], ports.chats);
     let mut counters = social(&ports, &dir, &["service", "counters"], ports.counters);
@@ -166,6 +172,19 @@ async fn services_as_separate_processes_behind_an_external_hub() {
     let anna = register(addr, "Anna", "Remote").await;
     let boris = register(addr, "Boris", "Remote").await;
     anna.befriend(&boris).await;
+
+    // The users process serves its metrics on --metrics: the refused call and the good ones.
+    let (st, _, text) =
+        support::http(users_metrics.parse().unwrap(), "GET", "/metrics", &[], "").await;
+    assert_eq!(st, 200);
+    assert!(
+        text.contains(r#"social_service_calls_total{service="users",result="unauthenticated"} 1"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"social_service_calls_total{service="users",result="ok"}"#),
+        "{text}"
+    );
     let (_, rt) = boris.get("/api/realtime").await;
     assert_eq!(
         rt["url"],

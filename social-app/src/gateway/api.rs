@@ -150,12 +150,13 @@ async fn login(
 ) -> ApiResult {
     let b = body(b)?;
     if !gw.login_limiter.allow(&b.email, Some(addr.ip())) {
+        metrics::counter!("social_logins_total", "result" => "rate_limited").increment(1);
         return Err(ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
             "too many login attempts, wait a minute",
         ));
     }
-    let user = gw
+    let user = match gw
         .clients
         .users
         .clone()
@@ -163,10 +164,17 @@ async fn login(
             email: b.email,
             password: b.password,
         })
-        .await?
-        .into_inner()
-        .user
-        .ok_or_else(|| ApiError::unauthenticated("wrong email or password"))?;
+        .await
+    {
+        Ok(r) => r.into_inner().user,
+        Err(s) if s.code() == tonic::Code::Unauthenticated => None,
+        Err(s) => return Err(s.into()),
+    };
+    let Some(user) = user else {
+        metrics::counter!("social_logins_total", "result" => "bad_credentials").increment(1);
+        return Err(ApiError::unauthenticated("wrong email or password"));
+    };
+    metrics::counter!("social_logins_total", "result" => "ok").increment(1);
     signed_in(&gw, user, StatusCode::OK)
 }
 

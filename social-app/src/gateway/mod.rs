@@ -62,12 +62,14 @@ pub fn router(gw: Arc<Gateway>, node: Option<Node>) -> Router {
         .route("/", get(page::index))
         .route("/static/{file}", get(page::asset))
         .route("/healthz", get(|| async { "ok" }))
+        .route("/metrics", get(crate::metrics::handler))
         .nest("/api", api::routes())
         .with_state(gw);
     if let Some(node) = node {
         r = r.route("/connection/websocket", any(websocket).with_state(node));
     }
-    r.layer(middleware::from_fn(security_headers))
+    r.route_layer(middleware::from_fn(crate::metrics::track))
+        .layer(middleware::from_fn(security_headers))
 }
 
 async fn websocket(

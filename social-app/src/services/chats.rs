@@ -277,6 +277,7 @@ impl Chats for ChatsService {
                 Ok(n) => counted.push((m, n)),
                 Err(e) => {
                     tracing::warn!(chat = %chat.id, seq = msg.seq, error = %e.message(), "unread count failed: compensating");
+                    metrics::counter!("social_chat_send_compensations_total").increment(1);
                     for (done, _) in &counted {
                         if let Err(e) = self.incr(done, &chat.id, -1).await {
                             tracing::error!(chat = %chat.id, user = %done, error = %e.message(), "unread count not undone");
