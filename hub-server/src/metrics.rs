@@ -27,8 +27,18 @@ pub fn handle() -> Option<&'static PrometheusHandle> {
             let recorder = PrometheusBuilder::new().build_recorder();
             let handle = recorder.handle();
             let handle = metrics::set_global_recorder(recorder).ok().map(|_| handle);
-            if handle.is_some() {
+            if let Some(h) = &handle {
                 describe();
+                // Histogram samples wait in memory until folded into their summaries: fold
+                // them every 5 s, so a node nobody scrapes does not grow (the exporter leaves
+                // this to the caller when it is not installed as its own HTTP server).
+                let upkeep = h.clone();
+                let _ = std::thread::Builder::new()
+                    .name("metrics-upkeep".into())
+                    .spawn(move || loop {
+                        std::thread::sleep(std::time::Duration::from_secs(5));
+                        upkeep.run_upkeep();
+                    });
             }
             handle
         })

@@ -278,10 +278,15 @@ pub async fn start(part: Part, settings: &Settings, http: &str) -> Result<Runnin
         None
     };
     let http_addr = http_listener.as_ref().and_then(|l| l.local_addr().ok());
-    let metrics = match &settings.metrics {
-        Some(addr) => Some(crate::metrics::serve(addr).await?),
+    let metrics_listener = match &settings.metrics {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .map_err(|e| format!("cannot listen on --metrics {addr}: {e}"))?,
+        ),
         None => None,
     };
+    let metrics = metrics_listener.as_ref().and_then(|l| l.local_addr().ok());
 
     let local = grpc
         .map(|a| a.to_string())
@@ -369,8 +374,15 @@ pub async fn start(part: Part, settings: &Settings, http: &str) -> Result<Runnin
         }));
         tracing::info!(addr = ?http_addr, "gateway listening (HTTP)");
     }
-    if let Some(m) = metrics {
-        tracing::info!(addr = %m, "metrics listening (HTTP /metrics)");
+    if let Some(listener) = metrics_listener {
+        let sig = signal();
+        tasks.push(tokio::spawn(async move {
+            let app = crate::metrics::router();
+            if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(sig).await {
+                tracing::error!(error = %e, "metrics server failed");
+            }
+        }));
+        tracing::info!(addr = ?metrics, "metrics listening (HTTP /metrics)");
     }
     Ok(Running {
         http: http_addr,

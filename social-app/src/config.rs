@@ -88,9 +88,9 @@ pub struct Settings {
     /// See `--users-addr`.
     #[arg(long, global = true, env = "SOCIAL_COUNTERS_ADDR")]
     pub counters_addr: Option<String>,
-    /// Serve Prometheus `/metrics` (and `/healthz`) on this address, e.g. `127.0.0.1:9464`;
-    /// for service processes, which have no HTTP port (the gateway also serves `/metrics` on
-    /// its own). Unset: none.
+    /// Serve Prometheus `/metrics` (and `/healthz`) on this address, e.g. `127.0.0.1:9464`:
+    /// for service processes, which have no HTTP port (the gateway, and `serve`, always serve
+    /// `/metrics` on the gateway's port). Unset: a service process serves no metrics.
     #[arg(long, global = true, env = "SOCIAL_METRICS")]
     pub metrics: Option<String>,
     /// Where the gRPC services listen.

@@ -108,6 +108,9 @@ async fn run(part: Part, settings: &Settings, http: &str) -> Result<(), String> 
     if let Some(a) = running.grpc {
         println!("social-app: services on {a} (gRPC)");
     }
+    if let Some(a) = running.metrics {
+        println!("social-app: metrics on http://{a}/metrics");
+    }
     running.run_until(shutdown_signal()).await;
     Ok(())
 }

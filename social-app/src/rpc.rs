@@ -4,10 +4,11 @@
 use std::sync::Arc;
 
 use social_store::StoreError;
+use tonic::codegen::{http, BoxFuture, Context, Poll, Service, StdError};
 use tonic::service::interceptor::InterceptedService;
 use tonic::service::Interceptor;
 use tonic::transport::{Channel, Endpoint};
-use tonic::{Request, Status};
+use tonic::{Code, Request, Status};
 
 use crate::pb::chats_client::ChatsClient;
 use crate::pb::counters_client::CountersClient;
@@ -78,8 +79,87 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// A client channel with the internal token attached.
-pub type Authed = InterceptedService<Channel, Attach>;
+/// Counts the calls made through it in `social_rpc_calls_total{service,method,code}`.
+///
+/// The code is the call's gRPC status: a failed call comes back as a trailers-only response
+/// (`grpc-status` in the headers, which is how tonic answers an error to a unary call), a
+/// service that cannot be reached or answer in time as a transport error (`Unavailable`,
+/// `Canceled`, tonic's code for a timeout); any other response counts as `OK`.
+#[derive(Clone)]
+pub struct Metered<S> {
+    inner: S,
+    service: &'static str,
+}
+
+impl<S> Metered<S> {
+    /// `inner`, its calls counted under `service`.
+    pub fn new(inner: S, service: &'static str) -> Self {
+        Metered { inner, service }
+    }
+}
+
+impl<S, B, R> Service<http::Request<B>> for Metered<S>
+where
+    S: Service<http::Request<B>, Response = http::Response<R>>,
+    S::Error: Into<StdError>,
+    S::Future: Send + 'static,
+{
+    type Response = http::Response<R>;
+    type Error = Status;
+    type Future = BoxFuture<Self::Response, Status>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Status>> {
+        self.inner
+            .poll_ready(cx)
+            .map_err(|e| Status::from_error(e.into()))
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        // `/social.v1.Users/Login`: the method is the last segment.
+        let method = req.uri().path().rsplit('/').next().unwrap_or("").to_owned();
+        let service = self.service;
+        let call = self.inner.call(req);
+        Box::pin(async move {
+            let r = call.await.map_err(|e| Status::from_error(e.into()));
+            let code = match &r {
+                Ok(resp) => resp
+                    .headers()
+                    .get("grpc-status")
+                    .map_or(Code::Ok, |v| Code::from_bytes(v.as_bytes())),
+                Err(status) => status.code(),
+            };
+            metrics::counter!("social_rpc_calls_total", "service" => service, "method" => method, "code" => code_name(code))
+                .increment(1);
+            r
+        })
+    }
+}
+
+/// A gRPC code as gRPC's own implementations name it (`OK`, `NotFound`...).
+fn code_name(code: Code) -> &'static str {
+    match code {
+        Code::Ok => "OK",
+        Code::Cancelled => "Canceled",
+        Code::Unknown => "Unknown",
+        Code::InvalidArgument => "InvalidArgument",
+        Code::DeadlineExceeded => "DeadlineExceeded",
+        Code::NotFound => "NotFound",
+        Code::AlreadyExists => "AlreadyExists",
+        Code::PermissionDenied => "PermissionDenied",
+        Code::ResourceExhausted => "ResourceExhausted",
+        Code::FailedPrecondition => "FailedPrecondition",
+        Code::Aborted => "Aborted",
+        Code::OutOfRange => "OutOfRange",
+        Code::Unimplemented => "Unimplemented",
+        Code::Internal => "Internal",
+        Code::Unavailable => "Unavailable",
+        Code::DataLoss => "DataLoss",
+        Code::Unauthenticated => "Unauthenticated",
+    }
+}
+
+/// A client channel with the internal token attached, its calls counted.
+pub type Authed = Metered<InterceptedService<Channel, Attach>>;
 
 /// Clients of the four services.
 #[derive(Clone)]
@@ -115,19 +195,22 @@ impl Clients {
                 .parse()
                 .map_err(|_| "the internal token must be printable ASCII".to_string())?,
         );
-        let channel = |addr: &str| -> Result<Authed, String> {
+        let channel = |addr: &str, service: &'static str| -> Result<Authed, String> {
             let ch = Endpoint::from_shared(addr.to_string())
                 .map_err(|e| format!("service address {addr:?}: {e}"))?
                 .connect_timeout(std::time::Duration::from_secs(3))
                 .timeout(std::time::Duration::from_secs(30))
                 .connect_lazy();
-            Ok(InterceptedService::new(ch, attach.clone()))
+            Ok(Metered::new(
+                InterceptedService::new(ch, attach.clone()),
+                service,
+            ))
         };
         Ok(Clients {
-            users: UsersClient::new(channel(&addresses.users)?),
-            posts: PostsClient::new(channel(&addresses.posts)?),
-            chats: ChatsClient::new(channel(&addresses.chats)?),
-            counters: CountersClient::new(channel(&addresses.counters)?),
+            users: UsersClient::new(channel(&addresses.users, "users")?),
+            posts: PostsClient::new(channel(&addresses.posts, "posts")?),
+            chats: ChatsClient::new(channel(&addresses.chats, "chats")?),
+            counters: CountersClient::new(channel(&addresses.counters, "counters")?),
         })
     }
 }

@@ -36,6 +36,13 @@ async fn the_gateway_exports_requests_logins_publishes_and_the_embedded_hub() {
     let (st, _) = support::login(addr, "ann.metric@test.io").await;
     assert_eq!(st, 200);
     let _bws = live(&b).await;
+    // A post fanned out into one friend's feed.
+    a.befriend(&b).await;
+    let (st, _) = a.post("/api/posts", json!({"text": "counted"})).await;
+    assert_eq!(st, 201);
+    // A path no route matches, with a method of the client's invention: neither is a label.
+    let (st, _, _) = support::http(addr, "BREW", "/no/such/page-42", &[], "").await;
+    assert_eq!(st, 404);
     let (_, d) = a.post("/api/chats/dialog", json!({"user": b.id})).await;
     let chat = d["chat"]["id"].as_str().expect("chat id").to_owned();
     let (st, _) = a
@@ -70,8 +77,20 @@ async fn the_gateway_exports_requests_logins_publishes_and_the_embedded_hub() {
         "{text}"
     );
     assert!(
-        !text.contains(&chat),
-        "a raw path leaked into a label: {text}"
+        !text.contains(&chat) && !text.contains("page-42") && !text.contains("BREW"),
+        "a raw path or method leaked into a label: {text}"
+    );
+    assert_eq!(
+        sample(
+            &text,
+            r#"social_http_requests_total{route="other",method="other",status="404"}"#
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    assert!(
+        text.contains("# TYPE social_http_request_duration_seconds histogram"),
+        "{text}"
     );
     assert!(
         text.contains(
@@ -100,6 +119,45 @@ async fn the_gateway_exports_requests_logins_publishes_and_the_embedded_hub() {
         sample(&text, r#"social_hub_publishes_total{result="ok"}"#).unwrap_or(0.0) >= 1.0,
         "{text}"
     );
+    assert_eq!(
+        sample(&text, r#"social_hub_publishes_total{result="failed"}"#),
+        Some(0.0)
+    );
+    assert_eq!(
+        sample(&text, r#"social_feed_fanout_writes_total{result="ok"}"#),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, r#"social_feed_fanout_writes_total{result="failed"}"#),
+        Some(0.0)
+    );
+    // The calls the gateway and the services made to the services, by method and gRPC code.
+    for (series, n) in [
+        (
+            r#"service="users",method="Login",code="Unauthenticated""#,
+            1.0,
+        ),
+        (r#"service="users",method="Login",code="OK""#, 1.0),
+        (r#"service="users",method="Register",code="OK""#, 2.0),
+        (r#"service="posts",method="CreatePost",code="OK""#, 1.0),
+        (r#"service="chats",method="Send",code="OK""#, 1.0),
+    ] {
+        assert_eq!(
+            sample(&text, &format!("social_rpc_calls_total{{{series}}}")),
+            Some(n),
+            "{series}\n{text}"
+        );
+    }
+    assert!(
+        sample(
+            &text,
+            r#"social_rpc_calls_total{service="counters",method="Incr",code="OK"}"#
+        )
+        .unwrap_or(0.0)
+            >= 1.0,
+        "{text}"
+    );
     // Services count the calls they got; the embedded hub node reports its own metrics.
     assert!(
         sample(
@@ -115,7 +173,28 @@ async fn the_gateway_exports_requests_logins_publishes_and_the_embedded_hub() {
         "{text}"
     );
     assert!(sample(&text, "process_resident_memory_bytes").unwrap_or(0.0) > 0.0);
+    assert!(sample(&text, "process_open_fds").unwrap_or(0.0) > 0.0);
+    assert!(sample(&text, "process_max_fds").unwrap_or(0.0) > 0.0);
     assert!(text.contains("# HELP social_logins_total"), "{text}");
+    // The social-app panels of the Grafana dashboard name only metrics exported here
+    // (hub-server/tests/monitoring.rs checks the hub_* and process_* ones).
+    let dashboard = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../monitoring/grafana/dashboard.json"),
+    )
+    .unwrap();
+    let named: std::collections::BTreeSet<&str> = dashboard
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|t| t.starts_with("social_"))
+        .collect();
+    assert!(named.len() >= 5, "{named:?}");
+    for name in named {
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' '])),
+            "the dashboard names {name}, /metrics does not export it:\n{text}"
+        );
+    }
     running.stop().await;
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -149,7 +149,13 @@ async fn services_as_separate_processes_behind_an_external_hub() {
         ports.users,
     );
     let _posts = social(&ports, &dir, &["service", "posts"], ports.posts);
-    let _chats = social(&ports, &dir, &["service", "chats"], ports.chats);
+    let chats_metrics = format!("127.0.0.1:{}", free_port());
+    let _chats = social(
+        &ports,
+        &dir,
+        &["service", "chats", "--metrics", &chats_metrics],
+        ports.chats,
+    );
     let mut counters = social(&ports, &dir, &["service", "counters"], ports.counters);
     let gw_http = format!("127.0.0.1:{}", ports.gateway);
     let _gw = social(&ports, &dir, &["gateway", "--http", &gw_http], free_port());
@@ -185,6 +191,12 @@ async fn services_as_separate_processes_behind_an_external_hub() {
         text.contains(r#"social_service_calls_total{service="users",result="ok"}"#),
         "{text}"
     );
+    assert!(text.contains("process_resident_memory_bytes "), "{text}");
+    // No hub node in a service process: no hub_* metrics.
+    assert!(!text.contains("hub_connections"), "{text}");
+    let (st, _, _) =
+        support::http(users_metrics.parse().unwrap(), "GET", "/healthz", &[], "").await;
+    assert_eq!(st, 200);
     let (_, rt) = boris.get("/api/realtime").await;
     assert_eq!(
         rt["url"],
@@ -248,6 +260,35 @@ async fn services_as_separate_processes_behind_an_external_hub() {
         )
         .await;
     assert_eq!(st, 201);
+    // The chats process counted the compensated send and its calls to the dead counters.
+    let (_, _, text) =
+        support::http(chats_metrics.parse().unwrap(), "GET", "/metrics", &[], "").await;
+    assert!(
+        text.contains("social_chat_send_compensations_total 1\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            r#"social_rpc_calls_total{service="counters",method="Incr",code="Unavailable"}"#
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"social_service_calls_total{service="chats",result="ok"}"#),
+        "{text}"
+    );
+    // The gateway serves its own on its HTTP port: the calls it made, the logins.
+    let (_, _, text) = support::http(addr, "GET", "/metrics", &[], "").await;
+    assert!(
+        text.contains(
+            r#"social_rpc_calls_total{service="chats",method="Send",code="Unavailable"} 1"#
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"social_http_requests_total{route="/api/chats/{id}/messages",method="POST",status="503"} 1"#),
+        "{text}"
+    );
     let (_, ms) = boris.get(&format!("/api/chats/{chat}/messages")).await;
     let texts: Vec<&str> = ms["messages"]
         .as_array()

@@ -68,7 +68,8 @@ pub fn router(gw: Arc<Gateway>, node: Option<Node>) -> Router {
     if let Some(node) = node {
         r = r.route("/connection/websocket", any(websocket).with_state(node));
     }
-    r.route_layer(middleware::from_fn(crate::metrics::track))
+    // `layer`, not `route_layer`: requests no route matches are counted too (as `other`).
+    r.layer(middleware::from_fn(crate::metrics::track))
         .layer(middleware::from_fn(security_headers))
 }
 

@@ -153,7 +153,11 @@ impl PostsService {
                 }
             };
             if write_feeds && !friends.is_empty() {
-                if let Err(e) = self.feeds.push(&friends, &item, self.settings.cap).await {
+                let r = self.feeds.push(&friends, &item, self.settings.cap).await;
+                let result = if r.is_ok() { "ok" } else { "failed" };
+                metrics::counter!("social_feed_fanout_writes_total", "result" => result)
+                    .increment(friends.len() as u64);
+                if let Err(e) = r {
                     tracing::error!(post = %post.id, users = friends.len(), error = %e, "feeds not updated");
                 }
             }
