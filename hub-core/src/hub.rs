@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use crate::codec::Codec;
 use crate::error::Disconnect;
 use crate::idmap::IdMap;
-use crate::outbox::{ClientShared, Control, Frame};
+use crate::outbox::{dropped, ClientShared, Control, Frame};
 use crate::protocol::{ClientInfo, Publication, Push, PushBody, Reply};
 use crate::transport::deflate::{self, CompressionConfig};
 use crate::util::{shard_of, SHARDS};
@@ -309,6 +309,7 @@ impl Hub {
             let Some(frame) = frames.get(sub.client.codec, push) else {
                 // Binary data cannot reach a JSON client (PROTOCOL.md: close 3506).
                 sub.client.close(Disconnect::INAPPROPRIATE_PROTOCOL);
+                dropped("unencodable", 1);
                 continue;
             };
             if sub.client.deflate && frame.deflated.is_none() && frame.data.len() >= c.min_size {

@@ -9,7 +9,10 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use tokio::sync::Notify;
 
-use crate::broker::{Broker, BrokerEventHandler, HistoryFilter, MemoryBroker, PublishOptions};
+use crate::broker::{
+    Broker, BrokerEventHandler, HistoryFilter, MemoryBroker, PublishOptions, TimedBroker,
+    TimedPresence,
+};
 use crate::cluster::{self, Cluster, Envelope, Msg};
 use crate::error::{Disconnect, EngineError, Error};
 use crate::handler::{Handler, RefuseAll, SubscribeOptions};
@@ -143,6 +146,10 @@ pub struct NodeInfo {
 pub(crate) struct Counters {
     pub(crate) messages_sent: metrics::Counter,
     pub(crate) messages_received: metrics::Counter,
+    /// WebSocket bytes written to client sockets (frame headers included).
+    pub(crate) bytes_sent: metrics::Counter,
+    /// WebSocket bytes read from client sockets (frame headers included).
+    pub(crate) bytes_received: metrics::Counter,
 }
 
 pub(crate) struct NodeInner {
@@ -215,10 +222,14 @@ impl NodeBuilder {
     /// Starts the node: the broker begins delivering to it. Needs a tokio runtime. Install
     /// a `metrics` recorder first if you want the node's metrics.
     pub async fn start(self) -> Result<Node, EngineError> {
-        let broker = self.broker.unwrap_or_else(|| Arc::new(MemoryBroker::new()));
-        let presence = self
-            .presence
-            .unwrap_or_else(|| Arc::new(MemoryPresence::default()));
+        // Whatever the engine, its round trips are timed (hub_broker_duration_seconds).
+        let broker: Arc<dyn Broker> = Arc::new(TimedBroker(
+            self.broker.unwrap_or_else(|| Arc::new(MemoryBroker::new())),
+        ));
+        let presence: Arc<dyn PresenceStore> = Arc::new(TimedPresence(
+            self.presence
+                .unwrap_or_else(|| Arc::new(MemoryPresence::default())),
+        ));
         let gate = Arc::new(AcceptGate::new(
             self.config.connection_limit,
             self.config.connection_rate_limit,
@@ -230,6 +241,8 @@ impl NodeBuilder {
         let counters = Counters {
             messages_sent: metrics::counter!("hub_messages_sent_total"),
             messages_received: metrics::counter!("hub_messages_received_total"),
+            bytes_sent: metrics::counter!("hub_bytes_sent_total"),
+            bytes_received: metrics::counter!("hub_bytes_received_total"),
         };
         let inner = Arc::new(NodeInner {
             counters,

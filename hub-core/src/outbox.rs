@@ -66,6 +66,13 @@ pub(crate) struct Outbox {
     pub(crate) controls: Vec<Control>,
 }
 
+/// Counts replies and pushes that never reach their client (`hub_messages_dropped_total`):
+/// `closing` (the connection was already closing), `slow_consumer` (discarded with the queue
+/// of a client cut with 3008), `unencodable` (binary data for a JSON client, cut with 3506).
+pub(crate) fn dropped(reason: &'static str, n: u64) {
+    metrics::counter!("hub_messages_dropped_total", "reason" => reason).increment(n);
+}
+
 /// The shared half of a connection.
 pub(crate) struct ClientShared {
     pub(crate) id: Arc<str>,
@@ -101,11 +108,13 @@ impl ClientShared {
 
     fn push_locked(&self, ob: &mut Outbox, frame: Frame) {
         if ob.close.is_some() {
+            dropped("closing", 1);
             return;
         }
         ob.bytes += frame.data.len();
         ob.queue.push_back(frame);
         if ob.bytes > self.max_queue_bytes {
+            dropped("slow_consumer", ob.queue.len() as u64);
             ob.queue = VecDeque::new();
             ob.bytes = 0;
             ob.close = Some(Disconnect::SLOW);

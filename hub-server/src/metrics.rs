@@ -71,13 +71,19 @@ pub const METRICS: &[(&str, Kind, &[&str], &str)] = &[
     ("hub_commands_rate_limited_total", Kind::Counter, &[], "Client commands refused by the per-connection rate limit."),
     ("hub_messages_received_total", Kind::Counter, &[], "WebSocket messages received from clients."),
     ("hub_messages_sent_total", Kind::Counter, &[], "WebSocket messages sent to clients."),
+    ("hub_bytes_received_total", Kind::Counter, &[], "WebSocket bytes read from client sockets (frame headers included)."),
+    ("hub_bytes_sent_total", Kind::Counter, &[], "WebSocket bytes written to client sockets (frame headers included)."),
+    ("hub_messages_dropped_total", Kind::Counter, &["reason"], "Replies and pushes that never reached their client: closing (connection already closing), slow_consumer (discarded with a 3008 client's queue), unencodable (binary data for a JSON client)."),
     ("hub_publications_total", Kind::Counter, &[], "Publications made on this node."),
     ("hub_deliveries_total", Kind::Counter, &[], "Publications enqueued to local subscribers (one per subscriber)."),
     ("hub_slow_consumers_total", Kind::Counter, &[], "Clients cut because their outgoing queue overflowed (3008)."),
     ("hub_stream_gaps_total", Kind::Counter, &[], "Gaps detected in a channel stream (missed publications)."),
     ("hub_recoveries_total", Kind::Counter, &["recovered"], "Subscriptions asking for recovery, by outcome."),
     ("hub_scheduler_lag_seconds", Kind::Gauge, &[], "How late the runtime wakes a 100 ms timer (smoothed)."),
+    ("hub_broker_duration_seconds", Kind::Histogram, &["op"], "Round trip of one engine call (broker and presence: publish, history, subscribe, presence_add...)."),
+    ("hub_broker_errors_total", Kind::Counter, &["op"], "Engine calls that failed, by operation."),
     ("hub_engine_ready", Kind::Gauge, &[], "1 when the engine (broker) is reachable and the node not draining, else 0; checked at each scrape and /ready."),
+    ("hub_redis_shard_up", Kind::Gauge, &["shard"], "1 while a Redis shard (its index in engine.redis.address) is reachable with its circuit breaker closed, else 0 (redis engine); checked at each scrape and /ready."),
     ("hub_redis_reconnects_total", Kind::Counter, &[], "Redis PUB/SUB reconnections (redis engine)."),
     ("hub_redis_breaker_opened_total", Kind::Counter, &[], "Times a Redis shard's circuit opened after an I/O error (redis engine)."),
     ("hub_redis_subscribe_errors_total", Kind::Counter, &[], "Failed Redis channel subscriptions (redis engine)."),
@@ -123,6 +129,12 @@ fn describe() {
         "connection rate limit reached",
     ] {
         metrics::counter!("hub_connections_refused_total", "reason" => reason).increment(0);
+    }
+    for reason in ["closing", "slow_consumer", "unencodable"] {
+        metrics::counter!("hub_messages_dropped_total", "reason" => reason).increment(0);
+    }
+    for &op in hub_core::broker::ENGINE_OPS {
+        metrics::counter!("hub_broker_errors_total", "op" => op).increment(0);
     }
     for recovered in ["yes", "no"] {
         metrics::counter!("hub_recoveries_total", "recovered" => recovered).increment(0);

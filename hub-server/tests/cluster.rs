@@ -555,6 +555,13 @@ async fn channels_are_sharded_over_several_redis_servers() {
         ready(a.addr).await == 503
     })
     .await;
+    // /metrics tells which shard is down (only this test has a second shard; the other tests
+    // of this process share the recorder and shard 0's series).
+    let metrics = support::http(a.addr, "GET", "/metrics", &[], "").await.1;
+    assert!(
+        metrics.contains("hub_redis_shard_up{shard=\"1\"} 0"),
+        "{metrics}"
+    );
     let (mut ok, mut failed) = (0, 0);
     for ch in &channels {
         let (_, r) = api(b.addr, "publish", json!({"channel": ch, "data": {}})).await;

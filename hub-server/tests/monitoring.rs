@@ -12,9 +12,14 @@ use serde_json::json;
 use support::*;
 
 /// Names the files may use without a live series in this test: exported only when the
-/// config has backend proxies (`hub_proxy_*` labelled by endpoint or event), or generated
+/// config has backend proxies (`hub_proxy_*` labelled by endpoint or event) or the Redis
+/// engine (`hub_redis_shard_up`, labelled by shard; tests/cluster.rs checks it), or generated
 /// by Prometheus itself (`up`). They must still be in [`hub_server::metrics::METRICS`].
-const ONLY_WITH_PROXIES: &[&str] = &["hub_proxy_breaker_open", "hub_proxy_calls_total"];
+const ONLY_WITH_PROXIES: &[&str] = &[
+    "hub_proxy_breaker_open",
+    "hub_proxy_calls_total",
+    "hub_redis_shard_up",
+];
 
 fn monitoring() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../monitoring")
@@ -142,5 +147,23 @@ async fn dashboard_and_alerts_name_only_exported_metrics() {
     // Described metrics carry their HELP text; the engine is reported ready.
     assert!(text.contains("# HELP hub_connections "), "{text}");
     assert!(text.contains("hub_engine_ready 1"), "{text}");
+    // The traffic above is counted: bytes both ways, the engine's round trips by operation.
+    let value = |name: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} sample:\n{text}"))
+    };
+    assert!(value("hub_bytes_received_total") > 0.0, "{text}");
+    assert!(value("hub_bytes_sent_total") > 0.0, "{text}");
+    for op in ["publish", "subscribe"] {
+        assert!(
+            text.contains(&format!("hub_broker_duration_seconds_count{{op=\"{op}\"}}")),
+            "no round trip of {op}:\n{text}"
+        );
+    }
+    assert_eq!(
+        value(r#"hub_messages_dropped_total{reason="slow_consumer"}"#),
+        0.0
+    );
     server.shutdown().await;
 }

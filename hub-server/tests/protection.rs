@@ -186,6 +186,15 @@ async fn a_slow_reader_is_cut_with_3008_while_a_fast_one_gets_everything() {
             .any(|l| l.starts_with("hub_disconnects_total{code=\"3008\"}")),
         "a 3008 disconnect was counted"
     );
+    let discarded: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("hub_messages_dropped_total{reason=\"slow_consumer\"} "))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0);
+    assert!(
+        discarded > 0.0,
+        "the cut reader's queue was counted as dropped"
+    );
     server.shutdown().await;
 }
 

@@ -4,8 +4,11 @@
 //! publishes per channel), so that offsets are gap-free and recovery is sound.
 
 mod memory;
+mod timed;
 
 pub use memory::MemoryBroker;
+pub use timed::ENGINE_OPS;
+pub(crate) use timed::{TimedBroker, TimedPresence};
 
 use bytes::Bytes;
 

@@ -666,16 +666,25 @@ impl Broker for RedisEngine {
             .map_err(|e| shard.failed(e))
     }
 
+    /// Every shard reachable; also reports each shard's state as the gauge
+    /// `hub_redis_shard_up{shard}` (the shard's index in the configured addresses; 0 while its
+    /// connections are down or its circuit breaker is open).
     fn ready(&self) -> Result<(), EngineError> {
-        for s in &self.shards {
-            if !s.up() {
-                return Err(EngineError::unavailable(format!(
-                    "redis {} unreachable",
-                    s.address
-                )));
+        let mut first_down = None;
+        for (i, s) in self.shards.iter().enumerate() {
+            let up = s.up();
+            let value = if up { 1.0 } else { 0.0 };
+            metrics::gauge!("hub_redis_shard_up", "shard" => i.to_string()).set(value);
+            if !up && first_down.is_none() {
+                first_down = Some(&s.address);
             }
         }
-        Ok(())
+        match first_down {
+            Some(address) => Err(EngineError::unavailable(format!(
+                "redis {address} unreachable"
+            ))),
+            None => Ok(()),
+        }
     }
 }
 

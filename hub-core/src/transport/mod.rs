@@ -286,6 +286,7 @@ where
     async fn read(&mut self) -> Result<Read, FrameError> {
         let io = &mut self.io;
         let decoder = &mut self.decoder;
+        let received = &self.node.inner.counters.bytes_received;
         poll_fn(|cx| {
             // Uninitialised: a poll that finds no data costs no zeroing.
             let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); READ_CHUNK];
@@ -298,6 +299,7 @@ where
                 }
                 Poll::Ready(Ok(())) if rb.filled().is_empty() => Poll::Ready(Ok(Read::Eof)),
                 Poll::Ready(Ok(())) => {
+                    received.increment(rb.filled().len() as u64);
                     let mut out = Vec::new();
                     let r = decoder.feed(rb.filled(), |m| out.push(m));
                     Poll::Ready(r.map(|()| Read::Messages(out)))
@@ -341,7 +343,13 @@ where
 
     async fn write_bytes(&mut self, bytes: &[u8]) -> std::io::Result<()> {
         self.io.write_all(bytes).await?;
-        self.io.flush().await
+        self.io.flush().await?;
+        self.node
+            .inner
+            .counters
+            .bytes_sent
+            .increment(bytes.len() as u64);
+        Ok(())
     }
 
     /// Writes queued replies, unless the connection is cut meanwhile: a reader so slow that
@@ -364,9 +372,17 @@ where
             Poll::Pending => 0,
         };
         if written == buf.len() {
-            self.node.inner.counters.messages_sent.increment(n);
+            let counters = &self.node.inner.counters;
+            counters.messages_sent.increment(n);
+            counters.bytes_sent.increment(written as u64);
             return Ok(());
         }
+        self.node
+            .inner
+            .counters
+            .bytes_sent
+            .increment(written as u64);
+        // write_slow counts the bytes of the rest as write_bytes takes them.
         let r = Box::pin(self.write_slow(shared, &buf[written..])).await;
         if r.is_ok() {
             self.node.inner.counters.messages_sent.increment(n);
