@@ -53,12 +53,17 @@ fn services(compose: &Value) -> BTreeMap<String, Value> {
         .collect()
 }
 
-/// The hub nodes: services built from the Dockerfile's `hub-server` stage.
-fn hub_services(compose: &Value) -> BTreeMap<String, Value> {
+/// The services built from one stage of the Dockerfile.
+fn services_of_stage(compose: &Value, stage: &str) -> BTreeMap<String, Value> {
     services(compose)
         .into_iter()
-        .filter(|(_, s)| s["build"]["target"].as_str() == Some("hub-server"))
+        .filter(|(_, s)| s["build"]["target"].as_str() == Some(stage))
         .collect()
+}
+
+/// The hub nodes: services built from the Dockerfile's `hub-server` stage.
+fn hub_services(compose: &Value) -> BTreeMap<String, Value> {
+    services_of_stage(compose, "hub-server")
 }
 
 fn strings(v: &Value) -> Vec<String> {
@@ -94,16 +99,18 @@ fn interpolation(value: &str) -> Option<(String, bool)> {
     Some((name.to_owned(), inner[name_end..].starts_with(":?")))
 }
 
-/// The environment compose gives a hub service, with interpolated variables set to
+/// The environment compose gives a service, with interpolated variables set to
 /// `test-<NAME>`. Secrets must be interpolated and required: no secret has a default.
-fn hub_env(service_name: &str, service: &Value) -> BTreeMap<String, String> {
+fn service_env(service_name: &str, service: &Value) -> BTreeMap<String, String> {
     let mut env = BTreeMap::new();
     for (k, v) in service["environment"]
         .as_mapping()
         .expect("environment as a mapping")
     {
         let (k, v) = (k.as_str().unwrap(), v.as_str().expect("a string value"));
-        let secret = ["SECRET", "KEY", "PASSWORD"].iter().any(|w| k.contains(w));
+        let secret = ["SECRET", "KEY", "PASSWORD", "TOKEN"]
+            .iter()
+            .any(|w| k.contains(w));
         let value = match interpolation(v) {
             Some((name, required)) => {
                 assert!(
@@ -206,7 +213,7 @@ fn hub_nodes_config_loads_with_the_compose_environment() {
     let service_names: BTreeSet<String> = services(&compose).into_keys().collect();
     for (name, s) in hub_services(&compose) {
         let path = hub_config_path(&name, &s);
-        let env = hub_env(&name, &s);
+        let env = service_env(&name, &s);
         let loaded = hub_server::config::load(Some(&path), &env)
             .unwrap_or_else(|e| panic!("{name}: {}: {e}", path.display()));
         assert!(loaded.unknown_keys.is_empty(), "{:?}", loaded.unknown_keys);
@@ -480,7 +487,7 @@ async fn a_node_runs_with_the_compose_config_and_passes_the_health_check() {
                     a.clone()
                 }
             }))
-            .envs(hub_env(&name, &service))
+            .envs(service_env(&name, &service))
             .env("HUB_HTTP_SERVER_ADDRESS", "127.0.0.1")
             .env("HUB_HTTP_SERVER_PORT", port.to_string())
             .env("HUB_GRPC_API_PORT", grpc_port.to_string())
@@ -522,6 +529,127 @@ async fn a_node_runs_with_the_compose_config_and_passes_the_health_check() {
     );
 }
 
+/// `social-app`, built beside this test by `cargo test --workspace`.
+fn social_app_bin() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let bin = exe
+        .parent()
+        .and_then(Path::parent)
+        .unwrap()
+        .join("social-app");
+    assert!(
+        bin.exists(),
+        "{} is missing: run `cargo build -p social-app` (cargo test --workspace builds it)",
+        bin.display()
+    );
+    bin
+}
+
+/// The environment variables social-app reads: the `env = "..."` of its command line.
+fn social_app_env_names() -> BTreeSet<String> {
+    let config = read(&repo().join("social-app/src/config.rs"));
+    let names: BTreeSet<String> = config
+        .split("env = \"")
+        .skip(1)
+        .map(|rest| rest.split('"').next().unwrap().to_owned())
+        .collect();
+    assert!(names.contains("SOCIAL_GRPC"), "{names:?}");
+    names
+}
+
+/// The port of `host:port`.
+fn port_of(addr: &str) -> &str {
+    addr.rsplit(':').next().unwrap()
+}
+
+/// The targets Prometheus in compose scrapes for one job.
+fn prometheus_targets(job: &str) -> BTreeSet<String> {
+    let config: Value =
+        serde_norway::from_str(&read(&docker_dir().join("prometheus.yml"))).unwrap();
+    config["scrape_configs"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .filter(|j| j["job_name"].as_str() == Some(job))
+        .flat_map(|j| j["static_configs"].as_sequence().unwrap().clone())
+        .flat_map(|s| strings(&s["targets"]))
+        .collect()
+}
+
+#[test]
+fn social_app_runs_as_four_services_and_a_gateway_with_real_flags() {
+    let compose = compose();
+    let social = services_of_stage(&compose, "social-app");
+    let known = social_app_env_names();
+    let mut parts = BTreeSet::new();
+    let mut metrics = BTreeSet::new();
+    for (name, s) in &social {
+        let env = service_env(name, s);
+        for k in env.keys() {
+            assert!(known.contains(k), "{name}: {k} is not a social-app setting");
+        }
+        let health = strings(&s["healthcheck"]["test"]).join(" ");
+        let command = strings(&s["command"]);
+        let served = match command.as_slice() {
+            [service, part] if service == "service" => {
+                // The other processes reach this one at SOCIAL_<PART>_ADDR: its compose name
+                // and the port it listens on for gRPC.
+                let key = format!("SOCIAL_{}_ADDR", part.to_uppercase());
+                assert_eq!(
+                    env.get(&key).map(String::as_str),
+                    Some(format!("http://{name}:{}", port_of(&env["SOCIAL_GRPC"])).as_str()),
+                    "{name}: {key}"
+                );
+                parts.insert(part.clone());
+                port_of(&env["SOCIAL_METRICS"]).to_owned()
+            }
+            [gateway, http, addr] if gateway == "gateway" && http == "--http" => {
+                let port = port_of(addr).to_owned();
+                assert!(
+                    strings(&s["ports"])
+                        .iter()
+                        .any(|p| p.ends_with(&format!(":{port}"))),
+                    "{name}: port {port} not published"
+                );
+                parts.insert(gateway.clone());
+                port
+            }
+            other => panic!("{name}: unexpected command {other:?}"),
+        };
+        // The health check asks the port that serves /healthz.
+        assert!(
+            health.contains(&format!("/dev/tcp/127.0.0.1/{served}")) && health.contains("/healthz"),
+            "{name}: {health}"
+        );
+        metrics.insert(format!("{name}:{served}"));
+        // The binary takes the command and the environment.
+        let out = Command::new(social_app_bin())
+            .args(&command)
+            .arg("--help")
+            .env_clear()
+            .envs(&env)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{name}: social-app {command:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let want: BTreeSet<String> = ["chats", "counters", "gateway", "posts", "users"]
+        .map(String::from)
+        .into();
+    assert_eq!(
+        parts, want,
+        "each part of the social app in its own service"
+    );
+    assert_eq!(
+        prometheus_targets("social-app"),
+        metrics,
+        "Prometheus scrapes every social-app process where it serves /metrics"
+    );
+}
+
 #[test]
 fn prometheus_scrapes_the_compose_hub_nodes() {
     let compose = compose();
@@ -541,16 +669,17 @@ fn prometheus_scrapes_the_compose_hub_nodes() {
         "{}",
         config_host.display()
     );
+    assert_eq!(
+        config_host,
+        &docker_dir().join("prometheus.yml"),
+        "prometheus.yml mounted"
+    );
     let config: Value = serde_norway::from_str(&read(config_host)).unwrap();
-    let targets: BTreeSet<String> = config["scrape_configs"]
-        .as_sequence()
-        .unwrap()
-        .iter()
-        .filter(|j| j["job_name"].as_str() == Some("hub"))
-        .flat_map(|j| j["static_configs"].as_sequence().unwrap().clone())
-        .flat_map(|s| strings(&s["targets"]))
-        .collect();
-    assert_eq!(targets, hubs, "the hub job scrapes every compose hub node");
+    assert_eq!(
+        prometheus_targets("hub"),
+        hubs,
+        "the hub job scrapes every compose hub node"
+    );
 
     // Every rule file sits, in the container, next to the config.
     let tmp = TempDir::new("docker-prometheus");
@@ -735,7 +864,7 @@ fn docker_compose_config_is_valid_where_compose_is_installed() {
         .arg(docker_dir().join("compose.yml"))
         .args(["config", "-q"]);
     for (_, service) in hub_services(&compose()) {
-        for (_, v) in hub_env("", &service) {
+        for (_, v) in service_env("", &service) {
             if let Some(name) = v.strip_prefix("test-") {
                 cmd.env(name, &v);
             }
