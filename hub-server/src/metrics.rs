@@ -11,9 +11,17 @@
 use std::fmt::Write as _;
 use std::sync::OnceLock;
 
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+
+/// Buckets (seconds) of every `hub_*` histogram: all are latencies (commands, engine round
+/// trips, backend calls), from 100 µs (a memory-engine publish) to 10 s (a proxy timeout).
+/// Bucketed, `histogram_quantile` aggregates them across nodes, which summaries cannot.
+pub const LATENCY_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0,
+];
 
 /// Clock ticks per second of the CPU times in `/proc/PID/stat` (`USER_HZ`). The kernel exports
 /// them in USER_HZ, which is 100 on every mainstream architecture (Prometheus's Go client
@@ -24,12 +32,15 @@ const USER_HZ: f64 = 100.0;
 pub fn handle() -> Option<&'static PrometheusHandle> {
     HANDLE
         .get_or_init(|| {
-            let recorder = PrometheusBuilder::new().build_recorder();
+            let recorder = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Prefix("hub_".into()), LATENCY_BUCKETS)
+                .expect("LATENCY_BUCKETS is not empty")
+                .build_recorder();
             let handle = recorder.handle();
             let handle = metrics::set_global_recorder(recorder).ok().map(|_| handle);
             if let Some(h) = &handle {
                 describe();
-                // Histogram samples wait in memory until folded into their summaries: fold
+                // Histogram samples wait in memory until folded into their buckets: fold
                 // them every 5 s, so a node nobody scrapes does not grow (the exporter leaves
                 // this to the caller when it is not installed as its own HTTP server).
                 let upkeep = h.clone();
@@ -52,7 +63,8 @@ pub enum Kind {
     Counter,
     /// Goes up and down.
     Gauge,
-    /// A distribution (exported as a summary: quantiles, `_sum`, `_count`).
+    /// A distribution (exported as a histogram: `_bucket{le}` over [`LATENCY_BUCKETS`],
+    /// `_sum`, `_count`).
     Histogram,
 }
 

@@ -161,6 +161,17 @@ async fn dashboard_and_alerts_name_only_exported_metrics() {
             "no round trip of {op}:\n{text}"
         );
     }
+    // Latencies are bucketed histograms (histogram_quantile over nodes), not summaries.
+    for bucket in [
+        r#"hub_broker_duration_seconds_bucket{op="publish",le="0.0001"}"#,
+        r#"hub_command_duration_seconds_bucket{method="subscribe",le="+Inf"}"#,
+    ] {
+        assert!(text.contains(bucket), "no {bucket}:\n{text}");
+    }
+    assert!(
+        !text.contains("quantile=\""),
+        "a summary is exported:\n{text}"
+    );
     assert_eq!(
         value(r#"hub_messages_dropped_total{reason="slow_consumer"}"#),
         0.0

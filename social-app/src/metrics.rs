@@ -108,6 +108,10 @@ pub fn install() -> Option<&'static PrometheusHandle> {
                     DURATION_BUCKETS,
                 )
                 .ok()?
+                // The embedded hub's latencies (hub_command_duration_seconds...) bucketed too, as
+                // hub-server buckets them, so the dashboard's histogram_quantile queries work.
+                .set_buckets_for_metric(Matcher::Prefix("hub_".into()), DURATION_BUCKETS)
+                .ok()?
                 .build_recorder();
             let handle = recorder.handle();
             metrics::set_global_recorder(recorder).ok()?;
