@@ -371,18 +371,13 @@ where
             Poll::Ready(Err(_)) => return Err(Disconnect::WRITE_ERROR),
             Poll::Pending => 0,
         };
+        // The bytes the socket took now; write_slow counts the rest as write_bytes takes it.
+        let counters = &self.node.inner.counters;
+        counters.bytes_sent.increment(written as u64);
         if written == buf.len() {
-            let counters = &self.node.inner.counters;
             counters.messages_sent.increment(n);
-            counters.bytes_sent.increment(written as u64);
             return Ok(());
         }
-        self.node
-            .inner
-            .counters
-            .bytes_sent
-            .increment(written as u64);
-        // write_slow counts the bytes of the rest as write_bytes takes them.
         let r = Box::pin(self.write_slow(shared, &buf[written..])).await;
         if r.is_ok() {
             self.node.inner.counters.messages_sent.increment(n);
